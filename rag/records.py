@@ -1,0 +1,139 @@
+"""Small typed records passed between stages."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A piece of the raw file that cleaning dropped, and why."""
+
+    text: str
+    reason: str
+
+
+@dataclass
+class Document:
+    """A cleaned article: its body text and what was learnt and removed on the way."""
+
+    doc_id: str
+    text: str
+    title: str | None = None
+    date: str | None = None  # YYYY-MM-DD
+    publisher: str | None = None
+    url: str | None = None
+    source_path: str | None = None
+    removed: list[Removal] = field(default_factory=list)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"content_hash": self.content_hash}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Document:
+        fields = {k: v for k, v in data.items() if k != "content_hash"}
+        fields["removed"] = [Removal(**r) for r in fields.get("removed", [])]
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of a document; `start`/`end` are offsets into the document's cleaned text."""
+
+    chunk_id: str
+    doc_id: str
+    position: int
+    text: str
+    start: int
+    end: int
+    title: str | None = None
+    date: str | None = None
+    url: str | None = None
+    publisher: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Chunk({self.chunk_id}, {self.doc_id}#{self.position}, {self.text[:40]!r})"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its fused score and its rank in each retriever (None: not found)."""
+
+    chunk: Chunk
+    score: float
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    dense_score: float | None = None
+
+    def to_json(self, rank: int) -> dict:
+        c = self.chunk
+        return {
+            "rank": rank,
+            "doc_id": c.doc_id,
+            "chunk_id": c.chunk_id,
+            "score": round(self.score, 6),
+            "title": c.title,
+            "date": c.date,
+            "url": c.url,
+            "publisher": c.publisher,
+            "text": c.text,
+            "start": c.start,
+            "end": c.end,
+            "dense_rank": self.dense_rank,
+            "bm25_rank": self.bm25_rank,
+            "dense_score": None if self.dense_score is None else round(self.dense_score, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Citation:
+    marker: int
+    doc_id: str
+    chunk_id: str
+
+
+@dataclass
+class Sentence:
+    text: str
+    citations: list[int]
+    supported: bool
+    reason: str = ""
+
+
+@dataclass
+class Answer:
+    """What the pipeline returns: text with `[n]` markers, where marker n is `sources[n-1]`."""
+
+    question: str
+    answer: str
+    mode: str
+    refused: bool
+    sources: list[Hit]
+    citations: list[Citation] = field(default_factory=list)
+    sentences: list[Sentence] = field(default_factory=list)
+    notice: str | None = None
+    trace: dict = field(default_factory=dict)
+
+    @property
+    def supported_fraction(self) -> float | None:
+        cited = [s for s in self.sentences if s.citations or not s.supported]
+        return sum(s.supported for s in cited) / len(cited) if cited else None
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "mode": self.mode,
+            "refused": self.refused,
+            "notice": self.notice,
+            "citations": [asdict(c) for c in self.citations],
+            "sentences": [asdict(s) for s in self.sentences],
+            "supported_fraction": self.supported_fraction,
+            "sources": [h.to_json(i) for i, h in enumerate(self.sources, 1)],
+            "trace": self.trace,
+        }

@@ -1,0 +1,126 @@
+"""Retrieval: a question -> ranked `Hit`s, fusing dense (FAISS) and BM25 results by reciprocal rank.
+
+Optional MMR diversity, merging of neighbouring chunks, and filters by document and date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from rag.embedding import Embedder
+from rag.records import Chunk, Hit
+from rag.settings import Settings
+from rag.store import IndexStore
+
+Method = Literal["hybrid", "dense", "bm25"]
+
+
+@dataclass(frozen=True)
+class Filters:
+    doc_ids: frozenset[str] | None = None
+    date_from: str | None = None  # inclusive, YYYY-MM-DD
+    date_to: str | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.doc_ids or self.date_from or self.date_to)
+
+    def accepts(self, chunk: Chunk) -> bool:
+        if self.doc_ids and chunk.doc_id not in self.doc_ids:
+            return False
+        if (self.date_from or self.date_to) and not chunk.date:
+            return False
+        if self.date_from and chunk.date < self.date_from:
+            return False
+        return not (self.date_to and chunk.date > self.date_to)
+
+
+def reciprocal_rank_fusion(rankings: list[list[int]], k: int = 60) -> dict[int, float]:
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, row in enumerate(ranking, 1):
+            scores[row] = scores.get(row, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class HybridRetriever:
+    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings):
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+
+    def search(
+        self,
+        query: str,
+        top_k: int | None = None,
+        method: Method = "hybrid",
+        filters: Filters | None = None,
+    ) -> list[Hit]:
+        chunks = self.store.chunks
+        top_k = max(1, min(top_k or self.settings.top_k, len(chunks)))
+        allowed = self._allowed(filters)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        depth = max(self.settings.candidates, top_k * 3)
+        query_vector = self.embedder.encode_queries([query])[0] if method != "bm25" else None
+        dense = self.store.dense_search(query_vector, depth, allowed) if query_vector is not None else []
+        bm25 = self.store.bm25_search(query, depth, allowed) if method != "dense" else []
+        dense_rank = {row: r for r, (row, _) in enumerate(dense, 1)}
+        dense_score = {row: s for row, s in dense}
+        bm25_rank = {row: r for r, (row, _) in enumerate(bm25, 1)}
+        fused = reciprocal_rank_fusion([[row for row, _ in dense], [row for row, _ in bm25]], self.settings.rrf_k)
+        # RRF ties are common (1st + 2nd = 2nd + 1st): the closer meaning decides.
+        order = sorted(fused, key=lambda row: (-fused[row], dense_rank.get(row, depth + 1), bm25_rank.get(row, depth + 1), row))
+        if self.settings.mmr and query_vector is not None:
+            order = self._mmr(order, query_vector, top_k)
+        hits = [
+            Hit(chunks[row], fused[row], dense_rank.get(row), bm25_rank.get(row), self._cosine(row, query_vector, dense_score))
+            for row in order[:top_k]
+        ]
+        return self._merge_neighbors(hits) if self.settings.merge_neighbors else hits
+
+    def _cosine(self, row: int, query_vector, dense_score: dict[int, float]) -> float | None:
+        if row in dense_score:
+            return dense_score[row]
+        if query_vector is None:
+            return None
+        return float(np.dot(self.store.vectors[row], query_vector))
+
+    def _allowed(self, filters: Filters | None) -> np.ndarray | None:
+        if filters is None or filters.is_empty():
+            return None
+        return np.array([i for i, c in enumerate(self.store.chunks) if filters.accepts(c)], dtype=np.int64)
+
+    def _mmr(self, order: list[int], query_vector: np.ndarray, top_k: int) -> list[int]:
+        """Maximal marginal relevance over the fused candidates: relevant but not redundant."""
+        vectors = np.asarray(self.store.vectors[order])
+        relevance = vectors @ query_vector
+        chosen: list[int] = []
+        remaining = list(range(len(order)))
+        lam = self.settings.mmr_lambda
+        while remaining and len(chosen) < top_k:
+            if chosen:
+                redundancy = (vectors[remaining] @ vectors[chosen].T).max(axis=1)
+            else:
+                redundancy = np.zeros(len(remaining))
+            scores = lam * relevance[remaining] - (1 - lam) * redundancy
+            chosen.append(remaining.pop(int(np.argmax(scores))))
+        return [order[i] for i in chosen] + [order[i] for i in remaining]
+
+    def _merge_neighbors(self, hits: list[Hit]) -> list[Hit]:
+        """Join hits that are adjacent or overlapping chunks of one document into one passage."""
+        merged: list[Hit] = []
+        for hit in hits:
+            for i, kept in enumerate(merged):
+                a, b = kept.chunk, hit.chunk
+                if a.doc_id == b.doc_id and abs(a.position - b.position) == 1:
+                    doc = self.store.documents[a.doc_id]
+                    start, end = min(a.start, b.start), max(a.end, b.end)
+                    chunk = replace(a, text=doc.text[start:end], start=start, end=end, position=min(a.position, b.position))
+                    merged[i] = replace(kept, chunk=chunk)
+                    break
+            else:
+                merged.append(hit)
+        return merged

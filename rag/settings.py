@@ -1,0 +1,82 @@
+"""The one settings object: `RAG_` environment variables, an optional `.env`, CLI overrides.
+
+The LLM endpoint keeps the standard OpenAI names (OPENAI_BASE_URL, OPENAI_API_KEY).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # Paths
+    seeds_dir: Path = Path("seeds")
+    index_dir: Path = Path("index")
+    data_dir: Path = Field(Path("data"), description="feedback, grades and traces (SQLite)")
+
+    # Embedding
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    embedding_batch_size: int = 32
+    embed_title: bool = Field(True, description="prefix each chunk with its title when embedding")
+    sentence_vectors: bool = Field(True, description="also embed each sentence; a chunk scores by its best match")
+
+    # Chunking (lengths in the embedding model's word pieces)
+    chunk_max_tokens: int = 224
+    chunk_overlap_tokens: int = 64
+
+    # Index
+    index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    ann_threshold: int = Field(200_000, description="`auto` switches from exact to HNSW above this many chunks")
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+
+    # Retrieval
+    top_k: int = 5
+    candidates: int = Field(30, description="hits taken from each retriever before fusion")
+    rrf_k: int = 60
+    mmr: bool = False
+    mmr_lambda: float = 0.7
+    merge_neighbors: bool = False
+
+    # Answering
+    mode: Literal["llm", "extractive"] = "llm"
+    min_relevance: float = Field(0.30, description="refuse when the best passage's cosine similarity is below this")
+    support_threshold: float = Field(0.45, description="a sentence is supported when its similarity to a cited passage reaches this")
+    max_question_chars: int = 2000
+    history_turns: int = 4
+    extractive_sentences: int = 3
+
+    # LLM endpoint (standard OpenAI variable names)
+    openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"))
+    openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"))
+    llm_model: str | None = None
+    llm_timeout: float = 60.0
+    llm_max_retries: int = 1
+    temperature: float = 0.1
+    max_answer_tokens: int = 400
+    llm_context_tokens: int = 4096
+
+    # The bundled local model
+    local_gguf: Path | None = None
+    local_llm_port: int = 8088
+    local_llm_startup_timeout: float = 120.0
+
+    # UI
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = Field(None, description="basic auth as user:password")
+    concurrency_limit: int = 4
+    max_queue: int = 32
+
+    def with_overrides(self, **overrides: object) -> "Settings":
+        """A copy with the given (non-None) CLI overrides applied."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return self.model_copy(update=changes)

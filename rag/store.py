@@ -1,0 +1,366 @@
+"""The index on disk: documents, chunks, vectors, a FAISS index and a BM25 index, with a manifest.
+
+Each build is written to a fresh version folder and made current by atomically replacing
+the `CURRENT` pointer file, so a crash mid-build leaves the previous index usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import IndexCorruptError, IndexLockedError, IndexMissingError, ModelMismatchError
+from rag.records import Chunk, Document
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+CURRENT = "CURRENT"
+LOCK = ".lock"
+REBUILD_HINT = "run `rag index --rebuild`"
+
+
+def bm25_tokenize(texts: list[str]):
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
+
+
+def bm25_text(chunk: Chunk) -> str:
+    """Keyword search sees the title too: a passage is about its article's subject."""
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+def private_write(path: Path, data: bytes) -> None:
+    """Write a file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    private_write(tmp, data)
+    os.replace(tmp, path)
+
+
+def jsonl_bytes(rows) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+@dataclass
+class Vectors:
+    """Chunk vectors in chunk order, and sentence vectors with the chunk row each belongs to."""
+
+    chunks: np.ndarray
+    sentences: np.ndarray
+    sentence_owner: np.ndarray
+
+
+@dataclass
+class Manifest:
+    embedding_model: str
+    dimension: int
+    chunker: dict
+    documents: dict[str, str]  # doc_id -> content hash
+    index_type: str
+    n_chunks: int
+    built_at: str
+    versions: dict[str, str]
+    version: str
+    sentence_vectors: bool = False
+    format: int = FORMAT
+
+
+def build_dense_index(vectors: np.ndarray, index_type: str, hnsw_m: int = 32):
+    import faiss
+
+    dim = vectors.shape[1]
+    if index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("sentence-transformers", "transformers", "torch", "faiss-cpu", "bm25s", "rag-articles"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+class IndexStore:
+    """A loaded, read-only index version."""
+
+    def __init__(self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk]):
+        self.path = path
+        self.manifest = manifest
+        self.documents = documents
+        self.chunks = chunks
+        self.ef_search = 128
+
+    # ---- loading -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, index_dir: Path, expected_model: str | None = None) -> IndexStore:
+        version_dir = current_version_dir(index_dir)
+        manifest = _read_manifest(version_dir / "manifest.json")
+        if expected_model and manifest.embedding_model != expected_model:
+            raise ModelMismatchError(
+                f"the index in {index_dir} was built with {manifest.embedding_model!r} but the configured "
+                f"embedding model is {expected_model!r}; {REBUILD_HINT} or set RAG_EMBEDDING_MODEL={manifest.embedding_model}"
+            )
+        documents = {d["doc_id"]: Document.from_dict(d) for d in _read_jsonl(version_dir / "documents.jsonl")}
+        try:
+            chunks = [Chunk(**c) for c in _read_jsonl(version_dir / "chunks.jsonl")]
+        except TypeError as exc:
+            raise IndexCorruptError(f"{version_dir / 'chunks.jsonl'}: unexpected fields ({exc}); {REBUILD_HINT}") from exc
+        if len(chunks) != manifest.n_chunks:
+            raise IndexCorruptError(
+                f"{version_dir / 'chunks.jsonl'}: {len(chunks)} chunks, manifest says {manifest.n_chunks}; {REBUILD_HINT}"
+            )
+        store = cls(version_dir, manifest, documents, chunks)
+        store._check_files()
+        return store
+
+    def _check_files(self) -> None:
+        """Open the vector files now so a damaged one is reported by name at load, not mid-question."""
+        vectors = self.vectors
+        if vectors.shape != (self.manifest.n_chunks, self.manifest.dimension):
+            raise IndexCorruptError(f"{self.path / 'vectors.npy'}: shape {vectors.shape} does not match the manifest; {REBUILD_HINT}")
+        if self.dense.ntotal != self.manifest.n_chunks:
+            raise IndexCorruptError(f"{self.path / 'dense.faiss'}: {self.dense.ntotal} vectors, expected {self.manifest.n_chunks}; {REBUILD_HINT}")
+        if self.manifest.sentence_vectors:
+            n = len(self.sentence_owner)
+            if self.sentence_dense.ntotal != n or self.sentence_vectors.shape[0] != n:
+                raise IndexCorruptError(f"{self.path / 'sentences.faiss'}: {self.sentence_dense.ntotal} vectors, expected {n}; {REBUILD_HINT}")
+        _ = self.bm25
+
+    @cached_property
+    def vectors(self) -> np.ndarray:
+        return self._read_npy(self.path / "vectors.npy")
+
+    def _read_npy(self, path: Path) -> np.ndarray:
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise IndexCorruptError(f"{path}: unreadable ({exc}); {REBUILD_HINT}") from exc
+
+    @cached_property
+    def dense(self):
+        return self._read_faiss(self.path / "dense.faiss")
+
+    @cached_property
+    def sentence_dense(self):
+        return self._read_faiss(self.path / "sentences.faiss")
+
+    @cached_property
+    def sentence_owner(self) -> np.ndarray:
+        """Chunk row of each sentence vector."""
+        return self._read_npy(self.path / "sentence_owner.npy")
+
+    @cached_property
+    def sentence_vectors(self) -> np.ndarray:
+        return self._read_npy(self.path / "sentence_vectors.npy")
+
+    def _read_faiss(self, path: Path):
+        import faiss
+
+        if not path.is_file():
+            raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexCorruptError(f"{path}: unreadable FAISS index; {REBUILD_HINT}") from exc
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = self.ef_search
+        return index
+
+    @cached_property
+    def bm25(self):
+        import bm25s
+
+        path = self.path / "bm25"
+        try:
+            return bm25s.BM25.load(str(path), show_progress=False)
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise IndexCorruptError(f"{path}: unreadable BM25 index ({exc}); {REBUILD_HINT}") from exc
+
+    # ---- search primitives ---------------------------------------------------------------
+    def dense_search(self, query_vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Chunks ranked by their best cosine match: the whole passage or one of its sentences."""
+        k = min(k, self.manifest.n_chunks if allowed is None else len(allowed))
+        if k <= 0:
+            return []
+        query = query_vector.reshape(1, -1).astype(np.float32)
+        best: dict[int, float] = {}
+        for row, score in self._faiss_search(self.dense, query, k, allowed):
+            best[row] = score
+        if self.manifest.sentence_vectors:
+            sentence_allowed = None if allowed is None else np.flatnonzero(np.isin(self.sentence_owner, allowed))
+            for sent, score in self._faiss_search(self.sentence_dense, query, k * 4, sentence_allowed):
+                row = int(self.sentence_owner[sent])
+                best[row] = max(best.get(row, -1.0), score)
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+        return ranked[:k]
+
+    def _faiss_search(self, index, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        import faiss
+
+        k = min(k, index.ntotal if allowed is None else len(allowed))
+        if k <= 0:
+            return []
+        params = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+            if hasattr(index, "hnsw"):
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
+            else:
+                params = faiss.SearchParameters(sel=selector)
+        scores, ids = index.search(query, k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def bm25_search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        tokens = bm25_tokenize([query])[0]
+        if not tokens or k <= 0 or not self.chunks:
+            return []
+        scores = np.asarray(self.bm25.get_scores(tokens), dtype=np.float32)
+        if allowed is not None:
+            masked = np.full_like(scores, -np.inf)
+            masked[allowed] = scores[allowed]
+            scores = masked
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+# ---- writing --------------------------------------------------------------------------------
+def current_version_dir(index_dir: Path) -> Path:
+    pointer = index_dir / CURRENT
+    if not pointer.is_file():
+        raise IndexMissingError(f"no index in {index_dir}; run `rag index` to build it")
+    name = pointer.read_text(encoding="utf-8").strip()
+    version_dir = index_dir / name
+    if not name or "/" in name or not version_dir.is_dir():
+        raise IndexCorruptError(f"{pointer}: points to a missing index version {name!r}; {REBUILD_HINT}")
+    return version_dir
+
+
+def write_version(
+    index_dir: Path,
+    manifest: Manifest,
+    documents: list[Document],
+    chunks: list[Chunk],
+    vectors: Vectors,
+    index_type: str,
+    hnsw_m: int = 32,
+) -> Path:
+    """Write a complete index version beside the current one, then switch `CURRENT` to it."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    version_dir = index_dir / manifest.version
+    tmp_dir = index_dir / f".building-{manifest.version}"
+    tmp_dir.mkdir(mode=0o700)
+    private_write(tmp_dir / "documents.jsonl", jsonl_bytes(d.to_dict() for d in documents))
+    private_write(tmp_dir / "chunks.jsonl", jsonl_bytes(asdict(c) for c in chunks))
+    _save_npy(tmp_dir / "vectors.npy", vectors.chunks)
+    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw_m))
+    if manifest.sentence_vectors:
+        _save_npy(tmp_dir / "sentence_vectors.npy", vectors.sentences)
+        _save_npy(tmp_dir / "sentence_owner.npy", vectors.sentence_owner)
+        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw_m))
+    _write_bm25(tmp_dir / "bm25", [bm25_text(c) for c in chunks])
+    private_write(tmp_dir / "manifest.json", json.dumps(asdict(manifest), indent=2).encode("utf-8"))
+    os.replace(tmp_dir, version_dir)
+    atomic_write(index_dir / CURRENT, manifest.version.encode("utf-8"))
+    prune_versions(index_dir, keep=manifest.version)
+    return version_dir
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array))
+
+
+def _save_faiss(path: Path, index) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+    os.chmod(path, 0o600)
+
+
+def _write_bm25(path: Path, texts: list[str]) -> None:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    # bm25s needs at least one token overall; an empty corpus keeps an empty index.
+    retriever.index(bm25_tokenize(texts) if texts else [[""]], show_progress=False)
+    retriever.save(str(path), show_progress=False)
+    for f in path.iterdir():
+        os.chmod(f, 0o600)
+
+
+def prune_versions(index_dir: Path, keep: str) -> None:
+    """Drop older versions and folders left by interrupted builds."""
+    for child in index_dir.iterdir():
+        if child.is_dir() and child.name != keep and (child.name.startswith("v-") or child.name.startswith(".building-")):
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def new_version_name() -> str:
+    return f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+@contextlib.contextmanager
+def index_lock(index_dir: Path, wait: bool = False):
+    """One writer at a time; a second `rag index` refuses clearly (or waits)."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IndexLockedError(f"another `rag index` is writing {index_dir}; wait for it to finish and try again") from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(path: Path) -> Manifest:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Manifest(**data)
+    except FileNotFoundError as exc:
+        raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path}: corrupt manifest ({exc.__class__.__name__}); {REBUILD_HINT}") from exc
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError as exc:
+        raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path}: corrupt or truncated ({exc.__class__.__name__}); {REBUILD_HINT}") from exc
