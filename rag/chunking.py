@@ -110,10 +110,16 @@ class Chunker:
             if len(offsets) <= self.budget:
                 spans.append(Span(start, end, len(offsets)))
                 continue
-            # A sentence longer than a chunk: cut it into windows of whole word pieces.
-            for i in range(0, len(offsets), self.budget):
-                window = offsets[i : i + self.budget]
+            # A sentence longer than a chunk: cut it into windows of whole word pieces, between
+            # words when possible (a word cut in two re-tokenizes into more pieces).
+            i = 0
+            while i < len(offsets):
+                j = min(i + self.budget, len(offsets))
+                if j < len(offsets):
+                    j = next((k for k in range(j, i, -1) if _between_words(text, start + offsets[k][0])), j)
+                window = offsets[i:j]
                 spans.append(Span(start + window[0][0], start + window[-1][1], len(window)))
+                i = j
         return spans
 
     def _group(self, spans: list[Span]) -> list[list[Span]]:
@@ -141,3 +147,8 @@ class Chunker:
             tail.insert(0, span)
             tokens += span.tokens
         return tail
+
+
+def _between_words(text: str, pos: int) -> bool:
+    """Is `pos` a cut that splits no word (not inside a run of letters and digits)?"""
+    return not (text[pos - 1].isalnum() and text[pos].isalnum())

@@ -20,7 +20,7 @@ _LONG_DATE_LINE = re.compile(rf"^({LONG_DATE})$")
 _BYLINE = re.compile(rf"^By\s+(?P<who>[\[A-Z].+?)(?:\s+(?P<date>{LONG_DATE}))?$")
 _URL = re.compile(r"https?://\S+")
 _SOURCE_LINE = re.compile(r"^(?:Source|Original url)\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 # (reason, pattern) for lines that are page furniture, not article text.
 BOILERPLATE_LINES: list[tuple[str, re.Pattern[str]]] = [
@@ -172,6 +172,7 @@ def _title_before_byline(kept: list[str], removed: list[Removal]) -> str | None:
     title = kept[nonempty[-1]]
     for i in nonempty[:-1]:
         removed.append(Removal(kept[i], "page header above the headline"))
+    removed.append(Removal(title, "title (kept as metadata)"))
     kept.clear()
     return title
 

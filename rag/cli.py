@@ -149,6 +149,88 @@ def search(
             typer.echo("   " + c.text.replace("\n", " ")[:300])
 
 
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="llm or extractive (RAG_MODE)")]
+
+
+def print_answer_footer(answer) -> None:
+    if answer.notice:
+        typer.echo(f"note: {answer.notice}", err=True)
+    fraction = answer.supported_fraction
+    if fraction is not None:
+        typer.echo(f"\n(supported sentences: {fraction:.0%})")
+    typer.echo("\nSources:")
+    cited = {c.marker for c in answer.citations}
+    for n, hit in enumerate(answer.sources, 1):
+        c = hit.chunk
+        mark = "*" if n in cited else " "
+        typer.echo(f"{mark}[{n}] {c.title} ({c.publisher or 'unknown publisher'}, {c.date or 'undated'}) {c.url or c.doc_id}")
+
+
+@app.command()
+def ask(
+    question: Annotated[Optional[str], typer.Argument(help="the question")] = None,
+    queries: Annotated[Optional[Path], typer.Option("--queries", help="JSONL (user_input/question) or text, one per line")] = None,
+    mode: ModeOpt = None,
+    top_k: TopKOpt = None,
+    index_dir: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per question")] = False,
+) -> None:
+    """Answer a question from the articles, citing [n] sources; streams the answer."""
+    from rag.pipeline import Pipeline
+
+    if (question is None) == (queries is None):
+        fail("give either a QUESTION or --queries FILE")
+    settings = settings_for(index_dir=index_dir, mode=mode)
+    if settings.mode not in ("llm", "extractive"):
+        fail(f"unknown --mode {settings.mode!r}; use llm or extractive")
+    pipeline = Pipeline(settings)
+    try:
+        for q in [question] if question is not None else read_queries(queries):
+            if as_json:
+                answer = pipeline.ask(q, top_k=top_k)
+                if answer.notice:
+                    typer.echo(f"note: {answer.notice}", err=True)
+                typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
+                continue
+            streamed = ""
+            for event in pipeline.ask_stream(q, top_k=top_k):
+                if event.kind == "token":
+                    streamed += event.data
+                    typer.echo(event.data, nl=False)
+                elif event.kind == "answer":
+                    answer = event.data
+            if answer.answer.strip() != streamed.strip():
+                typer.echo(("\n\n-- checked answer --\n" if streamed else "") + answer.answer)
+            print_answer_footer(answer)
+    finally:
+        pipeline.close()
+
+
+@app.command("serve-llm")
+def serve_llm(
+    port: Annotated[Optional[int], typer.Option("--port", help="port on 127.0.0.1 (RAG_LOCAL_LLM_PORT)")] = None,
+) -> None:
+    """Run the bundled local LLM server (llama.cpp, OpenAI-compatible) until Ctrl-C."""
+    import time
+
+    from rag.local_llm import LocalLLMServer
+
+    server = LocalLLMServer(settings_for(local_llm_port=port))
+    url = server.ensure_running()
+    owned = server.process is not None
+    typer.echo(f"bundled LLM {'started' if owned else 'already running'} at {url}; export OPENAI_BASE_URL={url} to use it from elsewhere")
+    if not owned:
+        return
+    try:
+        while server.process.poll() is None:
+            time.sleep(1)
+        fail(f"the LLM server exited with code {server.process.returncode}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
 def run() -> None:
     """Entry point: one clear line for every known failure, never a traceback."""
     try:

@@ -74,7 +74,7 @@ class HybridRetriever:
         # RRF ties are common (1st + 2nd = 2nd + 1st): the closer meaning decides.
         order = sorted(fused, key=lambda row: (-fused[row], dense_rank.get(row, depth + 1), bm25_rank.get(row, depth + 1), row))
         if self.settings.mmr and query_vector is not None:
-            order = self._mmr(order, query_vector, top_k)
+            order = self._mmr(order, query_vector, top_k, dense_score)
         hits = [
             Hit(chunks[row], fused[row], dense_rank.get(row), bm25_rank.get(row), self._cosine(row, query_vector, dense_score))
             for row in order[:top_k]
@@ -93,10 +93,11 @@ class HybridRetriever:
             return None
         return np.array([i for i, c in enumerate(self.store.chunks) if filters.accepts(c)], dtype=np.int64)
 
-    def _mmr(self, order: list[int], query_vector: np.ndarray, top_k: int) -> list[int]:
+    def _mmr(self, order: list[int], query_vector: np.ndarray, top_k: int, dense_score: dict[int, float]) -> list[int]:
         """Maximal marginal relevance over the fused candidates: relevant but not redundant."""
         vectors = np.asarray(self.store.vectors[order])
-        relevance = vectors @ query_vector
+        # relevance as the dense retriever scored it (a chunk's best sentence counts too)
+        relevance = np.array([dense_score.get(row, sim) for row, sim in zip(order, vectors @ query_vector)])
         chosen: list[int] = []
         remaining = list(range(len(order)))
         lam = self.settings.mmr_lambda
@@ -112,15 +113,26 @@ class HybridRetriever:
     def _merge_neighbors(self, hits: list[Hit]) -> list[Hit]:
         """Join hits that are adjacent or overlapping chunks of one document into one passage."""
         merged: list[Hit] = []
+        last: list[int] = []  # position of the last chunk in each merged passage
         for hit in hits:
-            for i, kept in enumerate(merged):
-                a, b = kept.chunk, hit.chunk
-                if a.doc_id == b.doc_id and abs(a.position - b.position) == 1:
-                    doc = self.store.documents[a.doc_id]
-                    start, end = min(a.start, b.start), max(a.end, b.end)
-                    chunk = replace(a, text=doc.text[start:end], start=start, end=end, position=min(a.position, b.position))
-                    merged[i] = replace(kept, chunk=chunk)
-                    break
-            else:
+            b = hit.chunk
+            # every passage this chunk touches, best-ranked first; they all become one
+            touching = [
+                i for i, kept in enumerate(merged)
+                if kept.chunk.doc_id == b.doc_id and kept.chunk.position - 1 <= b.position <= last[i] + 1
+            ]
+            if not touching:
                 merged.append(hit)
+                last.append(b.position)
+                continue
+            group = [merged[i].chunk for i in touching] + [b]
+            start, end = min(c.start for c in group), max(c.end for c in group)
+            doc = self.store.documents[b.doc_id]
+            first = touching[0]
+            chunk = replace(merged[first].chunk, text=doc.text[start:end], start=start, end=end,
+                            position=min(c.position for c in group))
+            merged[first] = replace(merged[first], chunk=chunk)
+            last[first] = max([b.position] + [last[i] for i in touching])
+            for i in reversed(touching[1:]):
+                del merged[i], last[i]
         return merged

@@ -49,10 +49,17 @@ class Settings(BaseSettings):
     # Answering
     mode: Literal["llm", "extractive"] = "llm"
     min_relevance: float = Field(0.30, description="refuse when the best passage's cosine similarity is below this")
-    support_threshold: float = Field(0.45, description="a sentence is supported when its similarity to a cited passage reaches this")
+    support_threshold: float = Field(0.6, description="a sentence is supported when its similarity to a cited passage reaches this")
     max_question_chars: int = 2000
     history_turns: int = 4
-    extractive_sentences: int = 3
+    extractive_sentences: int = 2
+    prompt_context: Literal["auto", "passages", "sentences"] = Field(
+        "auto", description="sentences: only the best sentences of each passage (auto: for the bundled small model)"
+    )
+    prompt_sentences: int = 4
+    llm_sources: int = Field(3, description="how many of the retrieved passages go into the prompt")
+    require_support: bool = Field(True, description="quote the passages instead when no sentence of the model's answer is supported")
+    fallback_extractive: bool = Field(True, description="answer extractively, with a notice, when the LLM endpoint fails")
 
     # LLM endpoint (standard OpenAI variable names)
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"))

@@ -31,9 +31,18 @@ LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
 
 
-def bm25_tokenize(texts: list[str]):
+def _bm25s():
     import bm25s
+
+    # bm25s sets its own logger to DEBUG on import; keep its chatter out of the user's terminal.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+def bm25_tokenize(texts: list[str]):
     import Stemmer
+
+    bm25s = _bm25s()
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
 
@@ -198,7 +207,7 @@ class IndexStore:
 
     @cached_property
     def bm25(self):
-        import bm25s
+        bm25s = _bm25s()
 
         path = self.path / "bm25"
         try:
@@ -310,7 +319,7 @@ def _save_faiss(path: Path, index) -> None:
 
 
 def _write_bm25(path: Path, texts: list[str]) -> None:
-    import bm25s
+    bm25s = _bm25s()
 
     retriever = bm25s.BM25()
     # bm25s needs at least one token overall; an empty corpus keeps an empty index.

@@ -1,0 +1,182 @@
+"""Citations: parse `[n]` markers, map them to sources, and check each sentence against what it cites.
+
+A marker out of range (`[0]` included) is dropped and logged, never shifted to another source.
+A sentence is supported when it is close in meaning to a cited passage (cosine similarity of
+embeddings) and every number, date and name in it appears in the passages it cites.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rag.chunking import sentence_spans
+from rag.records import Citation, Hit, Sentence
+
+log = logging.getLogger(__name__)
+
+MARKER_GROUP = re.compile(r"\[\s*(\d+(?:\s*[-–,]\s*\d+)*)\s*\]")
+ONLY_MARKERS = re.compile(r"^(?:\s*\[[^\]]*\]\s*)+[.!?]?$")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+NAME = re.compile(r"\b[A-Z][\w’'-]*[a-z][\w’'-]*|\b[A-Z]{2,}\b")
+MONTHS = {"January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"}
+# Capitalised words that are not names (sentence-initial words are skipped anyway).
+NOT_NAMES = {"The", "A", "An", "I", "In", "On", "At", "As", "But", "And", "He", "She", "It", "They", "This", "That",
+             "According", "Based", "However", "Yes", "No", "Sources", "Source", "While", "After", "Before", "His", "Her",
+             "How", "What", "Who", "Whom", "Whose", "When", "Where", "Why", "Which", "Did", "Does", "Do", "Is", "Was", "Were",
+             "Are", "Can", "Could", "Will", "Would", "Has", "Have", "Had", "Apart", "Besides"}
+POSSESSIVE = re.compile(r"[’']s$")
+MAX_RANGE = 20
+
+
+@dataclass
+class ParsedAnswer:
+    text: str  # the answer with only valid markers, each as `[n]`
+    sentences: list[Sentence]
+    dropped: list[int] = field(default_factory=list)
+
+
+def expand_group(group: str) -> list[int]:
+    """'1, 3-4' -> [1, 3, 4]; ranges wider than MAX_RANGE are kept as their ends only."""
+    numbers: list[int] = []
+    for part in re.split(r"\s*,\s*", group.strip()):
+        bounds = [int(x) for x in re.split(r"\s*[-–]\s*", part) if x]
+        if len(bounds) == 2 and 0 <= bounds[1] - bounds[0] <= MAX_RANGE:
+            numbers.extend(range(bounds[0], bounds[1] + 1))
+        else:
+            numbers.extend(bounds)
+    return list(dict.fromkeys(numbers))
+
+
+def parse_citations(answer: str, n_sources: int) -> ParsedAnswer:
+    """Split an answer into sentences with their markers; drop markers outside 1..n_sources."""
+    dropped: list[int] = []
+
+    def canonical(match: re.Match) -> str:
+        valid = []
+        for n in expand_group(match.group(1)):
+            if 1 <= n <= n_sources:
+                valid.append(n)
+            else:
+                dropped.append(n)
+        return "".join(f"[{n}]" for n in valid)
+
+    text = MARKER_GROUP.sub(canonical, answer)
+    if dropped:
+        log.warning("dropped citation markers out of range 1..%d: %s", n_sources, dropped)
+    sentences: list[Sentence] = []
+    for start, end in sentence_spans(text):
+        piece = text[start:end]
+        markers = [int(m) for m in re.findall(r"\[(\d+)\]", piece)]
+        if sentences and ONLY_MARKERS.match(piece):  # "... billion. [1]" -> the marker belongs to the sentence before
+            sentences[-1].citations.extend(m for m in markers if m not in sentences[-1].citations)
+            continue
+        plain = re.sub(r"\s*\[\d+\]", "", piece).strip()
+        if plain:
+            sentences.append(Sentence(text=plain, citations=list(dict.fromkeys(markers)), supported=False))
+    return ParsedAnswer(text=re.sub(r"[ \t]+", " ", text).strip(), sentences=sentences, dropped=list(dict.fromkeys(dropped)))
+
+
+def facts_in(sentence: str) -> set[str]:
+    """Numbers, dates and names a sentence asserts: each must appear in the passages it cites."""
+    facts = {n.replace(",", "").rstrip(".") for n in NUMBER.findall(sentence)}
+    words = sentence.split()
+    first = words[0].strip("“\"'‘(") if words else ""
+    for name in NAME.findall(sentence):
+        if name in NOT_NAMES or name == first:
+            continue
+        facts.add(name)
+    return facts
+
+
+def missing_facts(sentence: str, passages: str) -> list[str]:
+    haystack = passages.replace(",", "")
+    lowered = haystack.lower()
+    missing = []
+    for fact in sorted(facts_in(sentence)):
+        if fact[0].isdigit():
+            if not re.search(rf"(?<![\d.]){re.escape(fact)}(?![\d]|\.\d)", haystack):
+                missing.append(fact)
+        elif not re.search(rf"\b{re.escape(POSSESSIVE.sub('', fact).lower())}", lowered):
+            missing.append(fact)
+    return missing
+
+
+class GroundingChecker:
+    """Marks each answer sentence supported or not by the sources it cites."""
+
+    def __init__(self, embedder, threshold: float):
+        self.embedder = embedder
+        self.threshold = threshold
+
+    def check(self, parsed: ParsedAnswer, sources: list[Hit], attribute_uncited: bool = True) -> list[Citation]:
+        """Fill `supported`/`reason` on each sentence; cite uncited sentences whose support is clear."""
+        if not parsed.sentences or not sources:
+            for s in parsed.sentences:
+                s.supported, s.reason = False, "no sources"
+            return []
+        units, owner = self._source_units(sources)
+        vectors = self.embedder.encode_documents([s.text for s in parsed.sentences] + units)
+        sent_vecs, unit_vecs = vectors[: len(parsed.sentences)], vectors[len(parsed.sentences):]
+        similarity = sent_vecs @ unit_vecs.T  # sentence x unit
+        best_by_source = np.full((len(parsed.sentences), len(sources)), -1.0)
+        for u, src in enumerate(owner):
+            best_by_source[:, src] = np.maximum(best_by_source[:, src], similarity[:, u])
+
+        for i, sentence in enumerate(parsed.sentences):
+            if sentence.citations:
+                self._judge(sentence, [n - 1 for n in sentence.citations], best_by_source[i], sources)
+            elif attribute_uncited:
+                self._attribute(sentence, best_by_source[i], sources)
+            else:
+                sentence.supported, sentence.reason = False, "cites no source"
+        cited = dict.fromkeys(n for s in parsed.sentences for n in s.citations)
+        return [Citation(n, sources[n - 1].chunk.doc_id, sources[n - 1].chunk.chunk_id) for n in cited]
+
+    def _judge(self, sentence: Sentence, cited: list[int], best: np.ndarray, sources: list[Hit]) -> None:
+        similarity = max(best[j] for j in cited)
+        missing = missing_facts(sentence.text, "\n".join(sources[j].chunk.text for j in cited))
+        sentence.supported = similarity >= self.threshold and not missing
+        if missing:
+            sentence.reason = f"not in the cited passage: {', '.join(missing)}"
+        elif similarity < self.threshold:
+            sentence.reason = f"cited passage too far in meaning (similarity {similarity:.2f} < {self.threshold:.2f})"
+        else:
+            sentence.reason = f"similarity {similarity:.2f}"
+
+    def _attribute(self, sentence: Sentence, best: np.ndarray, sources: list[Hit]) -> None:
+        """An uncited sentence gets the best source that passes the same check, if any."""
+        for j in np.argsort(-best):
+            if best[j] < self.threshold:
+                break
+            if not missing_facts(sentence.text, sources[j].chunk.text):
+                sentence.citations = [int(j) + 1]
+                sentence.supported = True
+                sentence.reason = f"citation added by the grounding check (similarity {best[j]:.2f})"
+                return
+        sentence.supported, sentence.reason = False, "cites no source and no source supports it"
+
+    @staticmethod
+    def _source_units(sources: list[Hit]) -> tuple[list[str], list[int]]:
+        """Each source as its sentences plus the whole passage."""
+        units, owner = [], []
+        for j, hit in enumerate(sources):
+            text = hit.chunk.text
+            for a, b in sentence_spans(text):
+                units.append(text[a:b])
+                owner.append(j)
+            units.append(text)
+            owner.append(j)
+        return units, owner
+
+
+def render_answer(sentences: list[Sentence]) -> str:
+    """The answer text with each sentence followed by its markers."""
+    parts = []
+    for s in sentences:
+        markers = "".join(f"[{n}]" for n in s.citations)
+        parts.append(f"{s.text} {markers}".strip() if markers else s.text)
+    return " ".join(parts)

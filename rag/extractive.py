@@ -1,0 +1,69 @@
+"""Extractive answering, no LLM: the sentences of the top passages that best answer the question.
+
+Also the fallback when the LLM endpoint fails, and the evidence the refusal check reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.chunking import sentence_spans
+from rag.records import Hit, Sentence
+from rag.refusal import expected_answer_type, has_answer_type
+from rag.store import bm25_tokenize
+
+LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
+TYPE_BONUS = 0.1  # a sentence holding the kind of answer asked for (a number for "how many")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: int  # 1-based source number
+    text: str
+    score: float
+
+
+def lexical_overlap(question_terms: set[str], sentence: str) -> float:
+    if not question_terms:
+        return 0.0
+    return len(question_terms & set(bm25_tokenize([sentence])[0])) / len(question_terms)
+
+
+class ExtractiveAnswerer:
+    def __init__(self, embedder, max_sentences: int = 2, margin: float = 0.12):
+        self.embedder = embedder
+        self.max_sentences = max_sentences
+        self.margin = margin  # keep sentences scoring within this of the best one
+
+    def rank(self, question: str, hits: list[Hit]) -> list[Candidate]:
+        """Every distinct sentence of the passages, best answer first."""
+        pieces: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        for n, hit in enumerate(hits, 1):
+            text = hit.chunk.text
+            for a, b in sentence_spans(text):
+                sentence = " ".join(text[a:b].split())
+                if len(sentence) > 20 and sentence not in seen:
+                    seen.add(sentence)
+                    pieces.append((n, sentence))
+        if not pieces:
+            return []
+        q = self.embedder.encode_queries([question])[0]
+        vectors = self.embedder.encode_documents([s for _, s in pieces])
+        terms = set(bm25_tokenize([question])[0])
+        kind = expected_answer_type(question)
+        scores = [
+            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, s) + TYPE_BONUS * has_answer_type(s, kind, question)
+            for v, (_, s) in zip(vectors, pieces)
+        ]
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i]) for i in order]
+
+    def answer(self, candidates: list[Candidate]) -> list[Sentence]:
+        if not candidates:
+            return []
+        best = candidates[0].score
+        chosen = [c for c in candidates[: self.max_sentences] if c.score >= best - self.margin]
+        return [Sentence(text=c.text, citations=[c.source], supported=True, reason="quoted from the source") for c in chosen]
