@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 MARKER_GROUP = re.compile(r"\[\s*(\d+(?:\s*[-–,]\s*\d+)*)\s*\]")
 ONLY_MARKERS = re.compile(r"^(?:\s*\[[^\]]*\]\s*)+[.!?]?$")
+LEADING_MARKERS = re.compile(r"^\s*(?:\[\d+\]\s*)+")
+SPACED_MARKER_GROUP = re.compile(r"([ \t]*)" + MARKER_GROUP.pattern)  # a dropped marker takes its space with it
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 NAME = re.compile(r"\b[A-Z][\w’'-]*[a-z][\w’'-]*|\b[A-Z]{2,}\b")
 MONTHS = {"January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"}
@@ -57,14 +59,17 @@ def parse_citations(answer: str, n_sources: int) -> ParsedAnswer:
 
     def canonical(match: re.Match) -> str:
         valid = []
-        for n in expand_group(match.group(1)):
+        for n in expand_group(match.group(2)):
             if 1 <= n <= n_sources:
                 valid.append(n)
             else:
                 dropped.append(n)
-        return "".join(f"[{n}]" for n in valid)
+        markers = "".join(f"[{n}]" for n in valid)
+        return match.group(1) + markers if markers else ""  # "billion [0]." -> "billion.", not "billion ."
 
-    text = MARKER_GROUP.sub(canonical, answer)
+    text, previous = answer, None
+    while text != previous:  # "[[0]1]" -> "[1]": a marker formed by dropping another must be checked too
+        previous, text = text, SPACED_MARKER_GROUP.sub(canonical, text)
     if dropped:
         log.warning("dropped citation markers out of range 1..%d: %s", n_sources, dropped)
     sentences: list[Sentence] = []
@@ -74,6 +79,10 @@ def parse_citations(answer: str, n_sources: int) -> ParsedAnswer:
         if sentences and ONLY_MARKERS.match(piece):  # "... billion. [1]" -> the marker belongs to the sentence before
             sentences[-1].citations.extend(m for m in markers if m not in sentences[-1].citations)
             continue
+        lead = LEADING_MARKERS.match(piece) if sentences else None
+        if lead:  # "... billion. [1] Putin said ..." -> markers before any text also belong to the sentence before
+            sentences[-1].citations.extend(m for m in markers[: lead.group().count("[")] if m not in sentences[-1].citations)
+            piece, markers = piece[lead.end():], markers[lead.group().count("["):]
         plain = re.sub(r"\s*\[\d+\]", "", piece).strip()
         if plain:
             sentences.append(Sentence(text=plain, citations=list(dict.fromkeys(markers)), supported=False))
@@ -135,6 +144,15 @@ class GroundingChecker:
                 sentence.supported, sentence.reason = False, "cites no source"
         cited = dict.fromkeys(n for s in parsed.sentences for n in s.citations)
         return [Citation(n, sources[n - 1].chunk.doc_id, sources[n - 1].chunk.chunk_id) for n in cited]
+
+    def supports(self, sentence: str, passages: list[str]) -> bool:
+        """Is one sentence supported by these passages taken together? (for scoring answers)"""
+        if not passages:
+            return False
+        units = [p[a:b] for p in passages for a, b in sentence_spans(p)] + passages
+        vectors = self.embedder.encode_documents([sentence] + units)
+        similarity = float((vectors[1:] @ vectors[0]).max())
+        return similarity >= self.threshold and not missing_facts(sentence, "\n".join(passages))
 
     def _judge(self, sentence: Sentence, cited: list[int], best: np.ndarray, sources: list[Hit]) -> None:
         similarity = max(best[j] for j in cited)

@@ -231,6 +231,151 @@ def serve_llm(
         server.stop()
 
 
+eval_app = typer.Typer(no_args_is_help=True, help="Score answers against a golden Q&A set.")
+app.add_typer(eval_app, name="eval")
+GoldenOpt = Annotated[Path, typer.Option("--golden", help="golden set, JSONL")]
+FailUnderOpt = Annotated[Optional[list[str]], typer.Option("--fail-under", help="METRIC=VALUE; exit 1 when below (repeatable)")]
+
+
+def report_summary(summary: dict, out: Path, fail_under: list[str] | None) -> None:
+    from rag.evaluation import check_thresholds
+
+    typer.echo(f"{summary['n']} questions, mode {summary['mode']} -> {out}/report.html")
+    for name, value in summary["metrics"].items():
+        typer.echo(f"  {name:32s} {'-' if value is None else value}")
+    failures = check_thresholds(summary, fail_under or [])
+    for failure in failures:
+        typer.echo(f"below threshold: {failure}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@eval_app.command("run")
+def eval_run(
+    golden: GoldenOpt = Path("eval/golden.jsonl"),
+    out: Annotated[Path, typer.Option("--out", help="folder for results.jsonl, summary.json, report.html/md")] = Path("eval/runs/latest"),
+    mode: ModeOpt = None,
+    top_k: TopKOpt = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=16, help="conversations answered at once")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="only the first N questions")] = None,
+    fail_under: FailUnderOpt = None,
+    index_dir: IndexOpt = None,
+) -> None:
+    """Run the golden set through the real pipeline (resumable: finished questions in --out are kept)."""
+    from tqdm import tqdm
+
+    from rag.evaluation import Evaluator
+    from rag.golden import load_golden
+    from rag.pipeline import Pipeline
+
+    settings = settings_for(index_dir=index_dir, mode=mode)
+    items = load_golden(golden)[:limit]
+    pipeline = Pipeline(settings)
+    bar = tqdm(total=len(items), unit="q", disable=not sys.stderr.isatty())
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        summary = Evaluator(pipeline).run(items, out, settings.mode, top_k=top_k, concurrency=concurrency, progress=progress)
+    finally:
+        bar.close()
+        pipeline.close()
+    report_summary(summary, out, fail_under)
+
+
+@eval_app.command("score")
+def eval_score(
+    golden: GoldenOpt = Path("eval/golden.jsonl"),
+    answers: Annotated[Path, typer.Option("--answers", help="JSONL: id, response (or answer), optional retrieved_doc_ids, citations")] = ...,
+    out: Annotated[Path, typer.Option("--out")] = Path("eval/runs/scored"),
+    fail_under: FailUnderOpt = None,
+    index_dir: IndexOpt = None,
+) -> None:
+    """Score answers produced anywhere (another system, a person) with the same metrics."""
+    from rag.evaluation import Evaluator, read_answers
+    from rag.golden import load_golden
+    from rag.pipeline import Pipeline
+
+    summary = Evaluator(Pipeline(settings_for(index_dir=index_dir))).score(load_golden(golden), read_answers(answers), out)
+    report_summary(summary, out, fail_under)
+
+
+@eval_app.command("compare")
+def eval_compare(run_a: Path, run_b: Path) -> None:
+    """Metric deltas between two runs and the questions that changed, regressions first."""
+    from rag.evaluation import compare_runs
+    from rag.report import comparison_markdown
+
+    typer.echo(comparison_markdown(compare_runs(run_a, run_b)))
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    golden: GoldenOpt = Path("eval/golden.jsonl"),
+    top_k: Annotated[int, typer.Option("--top-k", min=1)] = 5,
+    index_dir: IndexOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Dense, BM25 and hybrid retrieval side by side on the golden set."""
+    from rag.evaluation import retrieval_comparison
+    from rag.golden import load_golden
+    from rag.pipeline import Pipeline
+
+    table = retrieval_comparison(Pipeline(settings_for(index_dir=index_dir)), load_golden(golden), top_k)
+    if as_json:
+        typer.echo(json.dumps(table))
+        return
+    columns = [k for k in next(iter(table.values())) if k != "n"]
+    typer.echo("| method | " + " | ".join(columns) + " |")
+    typer.echo("| --- " * (len(columns) + 1) + "|")
+    for method, row in table.items():
+        typer.echo(f"| {method} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+    typer.echo(f"({next(iter(table.values()))['n']} answerable questions, top {top_k})")
+
+
+@eval_app.command("export")
+def eval_export(
+    golden: GoldenOpt = Path("eval/golden.jsonl"),
+    fmt: Annotated[str, typer.Option("--format", help="ragas (SingleTurnSample JSONL) or beir (qrels TSV)")] = "ragas",
+    out: Annotated[Path, typer.Option("--out")] = ...,
+) -> None:
+    """Export the golden set for other tools."""
+    from rag.golden import load_golden, to_beir_qrels, to_ragas_samples
+    from rag.store import atomic_write
+
+    items = load_golden(golden)
+    if fmt == "ragas":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in to_ragas_samples(items))
+    elif fmt == "beir":
+        text = "\n".join(to_beir_qrels(items)) + "\n"
+    else:
+        fail(f"unknown --format {fmt!r}; use ragas or beir")
+    atomic_write(out, text.encode("utf-8"))
+    typer.echo(f"wrote {len(items)} questions to {out}")
+
+
+@app.command()
+def ui(
+    host: Annotated[Optional[str], typer.Option("--host", help="bind address (RAG_HOST, default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (RAG_PORT, default 7860)")] = None,
+    index_dir: IndexOpt = None,
+) -> None:
+    """Start the chat app in the browser (bundled local model unless OPENAI_BASE_URL is set)."""
+    from rag.pipeline import Pipeline
+    from ui.app import serve
+
+    settings = settings_for(host=host, port=port, index_dir=index_dir)
+    pipeline = Pipeline(settings)
+    pipeline.warm_up()
+    typer.echo(f"chat app at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)")
+    try:
+        serve(pipeline, settings.host, settings.port)
+    finally:
+        pipeline.close()
+
+
 def run() -> None:
     """Entry point: one clear line for every known failure, never a traceback."""
     try:

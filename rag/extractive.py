@@ -32,26 +32,36 @@ def lexical_overlap(question_terms: set[str], sentence: str) -> float:
 
 
 class ExtractiveAnswerer:
-    def __init__(self, embedder, max_sentences: int = 2, margin: float = 0.12):
+    def __init__(self, embedder, max_sentences: int = 2, margin: float = 0.12, store=None):
         self.embedder = embedder
+        self.store = store  # its stored sentence vectors spare re-embedding the passages
         self.max_sentences = max_sentences
         self.margin = margin  # keep sentences scoring within this of the best one
 
     def rank(self, question: str, hits: list[Hit]) -> list[Candidate]:
         """Every distinct sentence of the passages, best answer first."""
         pieces: list[tuple[int, str]] = []
+        vectors: list[np.ndarray | None] = []
         seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
             text = hit.chunk.text
-            for a, b in sentence_spans(text):
+            spans = sentence_spans(text)
+            stored = self.store.sentence_vectors_of(hit.chunk.chunk_id) if self.store is not None else None
+            if stored is not None and len(stored) != len(spans):
+                stored = None
+            for i, (a, b) in enumerate(spans):
                 sentence = " ".join(text[a:b].split())
                 if len(sentence) > 20 and sentence not in seen:
                     seen.add(sentence)
                     pieces.append((n, sentence))
+                    vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
         q = self.embedder.encode_queries([question])[0]
-        vectors = self.embedder.encode_documents([s for _, s in pieces])
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        if missing:
+            for i, v in zip(missing, self.embedder.encode_documents([pieces[i][1] for i in missing])):
+                vectors[i] = v
         terms = set(bm25_tokenize([question])[0])
         kind = expected_answer_type(question)
         scores = [

@@ -88,6 +88,7 @@ class LLMClient:
     ) -> Iterator[str]:
         started = time.perf_counter()
         gen.model = self.model
+        response = None
         try:
             response = self._client.chat.completions.create(
                 model=gen.model,
@@ -118,17 +119,20 @@ class LLMClient:
         except EndpointError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated into one clear line
-            raise self._translate(exc) from exc
+            raise self._translate(exc, streaming=response is not None) from exc
         finally:
             gen.total_s = time.perf_counter() - started
 
-    def _translate(self, exc: Exception) -> EndpointError:
+    def _translate(self, exc: Exception, streaming: bool = False) -> EndpointError:
         import openai
 
         host, timeout = self.host, self.settings.llm_timeout
         fix = "check the endpoint or use --mode extractive"
         if isinstance(exc, openai.APITimeoutError):
             return EndpointError(f"the LLM endpoint {host} did not answer within {timeout:g}s (RAG_LLM_TIMEOUT); {fix}")
+        if isinstance(exc, openai.APIConnectionError) and streaming:
+            # The endpoint was reached and had started answering: the connection broke, it is not down.
+            return EndpointError(f"the LLM endpoint {host} broke off the answer (connection closed mid-stream); try again or {fix.split(' or ')[1]}")
         if isinstance(exc, openai.APIConnectionError):
             return EndpointError(f"cannot reach the LLM endpoint {host}; is it running? set OPENAI_BASE_URL or {fix.split(' or ')[1]}")
         if isinstance(exc, openai.AuthenticationError):

@@ -96,7 +96,7 @@ class Pipeline:
 
     @cached_property
     def extractive(self) -> ExtractiveAnswerer:
-        return ExtractiveAnswerer(self.embedder, self.settings.extractive_sentences)
+        return ExtractiveAnswerer(self.embedder, self.settings.extractive_sentences, store=self.store)
 
     @property
     def endpoint(self) -> str:

@@ -192,6 +192,20 @@ class IndexStore:
     def sentence_vectors(self) -> np.ndarray:
         return self._read_npy(self.path / "sentence_vectors.npy")
 
+    @cached_property
+    def _sentence_rows(self) -> dict[str, np.ndarray]:
+        """chunk_id -> rows of its sentence vectors, in sentence order."""
+        order = np.argsort(self.sentence_owner, kind="stable")
+        owners = np.asarray(self.sentence_owner)[order]
+        bounds = np.searchsorted(owners, np.arange(len(self.chunks) + 1))
+        return {c.chunk_id: order[bounds[i] : bounds[i + 1]] for i, c in enumerate(self.chunks)}
+
+    def sentence_vectors_of(self, chunk_id: str) -> np.ndarray | None:
+        """The stored vectors of a chunk's sentences (title-prefixed, as indexed), if kept."""
+        if not self.manifest.sentence_vectors or chunk_id not in self._sentence_rows:
+            return None
+        return np.asarray(self.sentence_vectors[self._sentence_rows[chunk_id]])
+
     def _read_faiss(self, path: Path):
         import faiss
 

@@ -1,0 +1,361 @@
+"""Evaluation: run the golden set through the real pipeline, or score answers made elsewhere.
+
+Every metric is deterministic and needs no LLM: document-level retrieval (hit@k, recall@k,
+MRR, nDCG@10), SQuAD exact match and token F1, embedding similarity to the reference,
+ALCE-style citation precision/recall from the grounding check, and refusal accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from rag import metrics as m
+from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
+from rag.errors import RagError
+from rag.golden import GoldenItem
+from rag.pipeline import NOT_FOUND, Pipeline, is_model_refusal
+from rag.records import Hit, Sentence
+from rag.store import atomic_write
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+METRIC_NAMES = (
+    "retrieval.hit@1", "retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "retrieval.ndcg@10",
+    "answer.exact_match", "answer.f1", "answer.semantic_similarity",
+    "citation.precision", "citation.recall",
+    "refusal.accuracy", "refusal.false_refusal_rate",
+    "latency.p50_ms", "latency.p95_ms",
+)
+
+
+# ---- scoring one answer -----------------------------------------------------------------------
+def retrieval_scores(item: GoldenItem, ranked_doc_ids: list[str]) -> dict[str, float]:
+    if not item.answerable or not item.reference_doc_ids:
+        return {}
+    relevant = set(item.reference_doc_ids)
+    return {
+        "retrieval.hit@1": m.hit_at_k(ranked_doc_ids, relevant, 1),
+        "retrieval.hit@5": m.hit_at_k(ranked_doc_ids, relevant, 5),
+        "retrieval.recall@5": m.recall_at_k(ranked_doc_ids, relevant, 5),
+        "retrieval.mrr": m.reciprocal_rank(ranked_doc_ids, relevant),
+        "retrieval.ndcg@10": m.ndcg_at_k(ranked_doc_ids, relevant, 10),
+    }
+
+
+def citation_scores(sentences: list[Sentence], sources: dict[int, str], checker) -> dict[str, float]:
+    """ALCE-style: recall = sentences supported by what they cite; precision = citations that support their sentence."""
+    if not sentences:
+        return {}
+    supported = 0
+    citations = precise = 0
+    for sentence in sentences:
+        cited = [n for n in sentence.citations if n in sources]
+        if cited and checker.supports(sentence.text, [sources[n] for n in cited]):
+            supported += 1
+        for n in cited:
+            citations += 1
+            precise += checker.supports(sentence.text, [sources[n]])
+    scores = {"citation.recall": supported / len(sentences)}
+    if citations:
+        scores["citation.precision"] = precise / citations
+    return scores
+
+
+def strip_markers(text: str) -> str:
+    return " ".join(MARKER_GROUP.sub("", text).split())
+
+
+def answer_scores(item: GoldenItem, answer: str, refused: bool, similarity: Callable[[str, str], float]) -> dict[str, float]:
+    scores = {"refusal.correct": float(refused != item.answerable)}
+    if item.answerable:
+        scores["refusal.false_refusal"] = float(refused)
+        plain = strip_markers(answer)
+        scores["answer.exact_match"] = m.exact_match(plain, item.reference)
+        scores["answer.f1"] = m.token_f1(plain, item.reference)
+        scores["answer.semantic_similarity"] = similarity(plain, item.reference) if plain else 0.0
+    return scores
+
+
+# ---- summary --------------------------------------------------------------------------------------
+def summarize(results: list[dict], mode: str, config: dict) -> dict:
+    def mean(key: str) -> float | None:
+        values = [r["scores"][key] for r in results if key in r["scores"]]
+        return round(statistics.fmean(values), 4) if values else None
+
+    latencies = [r["latency_ms"] for r in results if r.get("latency_ms") is not None]
+    metrics = {name: mean(name) for name in METRIC_NAMES if not name.startswith(("latency", "refusal"))}
+    metrics["refusal.accuracy"] = mean("refusal.correct")
+    metrics["refusal.false_refusal_rate"] = mean("refusal.false_refusal")
+    unanswerable = [r for r in results if not r.get("answerable", True)]
+    metrics["refusal.unanswerable_refused"] = (
+        round(sum(r["refused"] for r in unanswerable) / len(unanswerable), 4) if unanswerable else None
+    )
+    metrics["latency.p50_ms"] = _round(m.percentile(latencies, 50))
+    metrics["latency.p95_ms"] = _round(m.percentile(latencies, 95))
+    by_type: dict[str, dict] = {}
+    for r in results:
+        by_type.setdefault(r.get("type", "fact"), []).append(r)
+    per_type = {
+        t: {k: round(statistics.fmean(v), 4) for k in ("answer.f1", "retrieval.hit@5", "refusal.correct")
+            if (v := [r["scores"][k] for r in rs if k in r["scores"]])}
+        | {"n": len(rs)}
+        for t, rs in sorted(by_type.items())
+    }
+    return {"n": len(results), "mode": mode, "config": config, "metrics": metrics, "by_type": per_type}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def check_thresholds(summary: dict, fail_under: list[str]) -> list[str]:
+    """Failures for `METRIC=VALUE` thresholds; a malformed one or unknown metric is an error."""
+    failures = []
+    for spec in fail_under:
+        name, sep, value = spec.partition("=")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise RagError(f"--fail-under {spec!r}: expected METRIC=NUMBER, e.g. retrieval.hit@5=0.9") from None
+        if not sep or name not in summary["metrics"]:
+            raise RagError(f"--fail-under {spec!r}: unknown metric; known: {', '.join(sorted(summary['metrics']))}")
+        actual = summary["metrics"][name]
+        if actual is None or actual < threshold:
+            failures.append(f"{name} = {actual} is below {threshold}")
+    return failures
+
+
+# ---- the evaluator ---------------------------------------------------------------------------------
+class Evaluator:
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def similarity(self, a: str, b: str) -> float:
+        return float(self.pipeline.embedder.similarity([a], [b])[0, 0])
+
+    def run(
+        self,
+        items: list[GoldenItem],
+        out_dir: Path,
+        mode: str,
+        top_k: int | None = None,
+        concurrency: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict:
+        """Run every question through the pipeline; resumable (questions already in results.jsonl are kept)."""
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        results_path = out_dir / RESULTS
+        done = {r["id"]: r for r in read_results(results_path)} if results_path.exists() else {}
+        conversations = group_conversations(items)
+        todo = [conv for conv in conversations if not all(i.id in done for i in conv)]
+        total, finished = len(items), sum(i.id in done for i in items)
+        if progress:
+            progress(finished, total)
+        with open(os.open(results_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8") as out:
+            def run_conversation(conv: list[GoldenItem]) -> list[dict]:
+                history: list[dict] = []
+                rows = []
+                for item in conv:
+                    row = done.get(item.id) or self._ask(item, history, mode, top_k)
+                    history += [{"role": "user", "content": item.user_input}, {"role": "assistant", "content": row["answer"]}]
+                    rows.append(row)
+                return rows
+
+            with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+                for rows in pool.map(run_conversation, todo):
+                    for row in rows:
+                        if row["id"] not in done:
+                            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                            out.flush()
+                            done[row["id"]] = row
+                            finished += 1
+                    if progress:
+                        progress(finished, total)
+        results = [done[i.id] for i in items if i.id in done]
+        config = {"mode": mode, "top_k": top_k or self.pipeline.settings.top_k,
+                  "embedding_model": self.pipeline.settings.embedding_model,
+                  "index_version": self.pipeline.store.manifest.version}
+        return self._finish(results, mode, config, out_dir)
+
+    def _ask(self, item: GoldenItem, history: list[dict], mode: str, top_k: int | None) -> dict:
+        started = time.perf_counter()
+        answer = self.pipeline.ask(item.user_input, history=history, mode=mode, top_k=top_k)
+        latency = (time.perf_counter() - started) * 1000
+        ranked = [h.chunk.doc_id for h in answer.sources]
+        sources = {n: h.chunk.text for n, h in enumerate(answer.sources, 1)}
+        scores = retrieval_scores(item, ranked) | answer_scores(item, answer.answer, answer.refused, self.similarity)
+        if not answer.refused:
+            scores |= citation_scores(answer.sentences, sources, self.pipeline.grounding)
+        return base_row(item) | {
+            "answer": answer.answer,
+            "refused": answer.refused,
+            "citations": [asdict(c) for c in answer.citations],
+            "retrieved_doc_ids": ranked,
+            "cited_passages": {str(c.marker): sources[c.marker] for c in answer.citations},
+            "scores": scores,
+            "latency_ms": round(latency, 1),
+            "trace": answer.trace,
+        }
+
+    def score(self, items: list[GoldenItem], answers: dict[str, dict], out_dir: Path) -> dict:
+        """Score answers produced elsewhere: JSONL rows with id and response (or answer)."""
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = self.pipeline.store
+        chunk_text = {c.chunk_id: c.text for c in store.chunks}
+        results = []
+        for item in items:
+            row = answers.get(item.id)
+            if row is None:
+                log.warning("no answer for %s", item.id)
+                continue
+            text = row.get("response", row.get("answer")) or ""
+            refused = bool(row["refused"]) if "refused" in row else (text.strip() == NOT_FOUND or is_model_refusal(text))
+            sources = _cited_sources(row.get("citations") or [], chunk_text, store.documents)
+            parsed: ParsedAnswer = parse_citations(text, max(sources, default=0))
+            scores = answer_scores(item, text, refused, self.similarity)
+            if row.get("retrieved_doc_ids"):
+                scores |= retrieval_scores(item, list(row["retrieved_doc_ids"]))
+            if sources and not refused:
+                scores |= citation_scores(parsed.sentences, sources, self.pipeline.grounding)
+            results.append(base_row(item) | {
+                "answer": text, "refused": refused, "citations": row.get("citations") or [],
+                "retrieved_doc_ids": row.get("retrieved_doc_ids") or [], "scores": scores,
+                "latency_ms": row.get("latency_ms"), "trace": {},
+            })
+        if not results:
+            raise RagError("no answer in the answers file matches an id of the golden set; check the `id` fields")
+        atomic_write(out_dir / RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results).encode("utf-8"))
+        return self._finish(results, "external", {"mode": "external", "answers": len(answers)}, out_dir)
+
+    def _finish(self, results: list[dict], mode: str, config: dict, out_dir: Path) -> dict:
+        from rag.report import write_reports
+
+        summary = summarize(results, mode, config)
+        atomic_write(out_dir / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
+        write_reports(summary, results, out_dir)
+        return summary
+
+
+def _cited_sources(citations: list[dict], chunk_text: dict[str, str], documents) -> dict[int, str]:
+    """marker -> passage text, by chunk id when given, else the whole cited document."""
+    sources = {}
+    for c in citations:
+        try:
+            marker = int(c["marker"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        text = chunk_text.get(c.get("chunk_id") or "") or (documents[c["doc_id"]].text if c.get("doc_id") in documents else None)
+        if text:
+            sources[marker] = text
+    return sources
+
+
+def base_row(item: GoldenItem) -> dict:
+    return {
+        "id": item.id, "user_input": item.user_input, "reference": item.reference,
+        "reference_doc_ids": item.reference_doc_ids, "answerable": item.answerable, "type": item.type,
+    }
+
+
+def group_conversations(items: list[GoldenItem]) -> list[list[GoldenItem]]:
+    """Follow-up turns run in order within their conversation; other questions stand alone."""
+    groups: dict[str, list[GoldenItem]] = {}
+    order: list[list[GoldenItem]] = []
+    for item in items:
+        if item.conversation_id:
+            if item.conversation_id not in groups:
+                groups[item.conversation_id] = []
+                order.append(groups[item.conversation_id])
+            groups[item.conversation_id].append(item)
+        else:
+            order.append([item])
+    for group in groups.values():
+        group.sort(key=lambda i: i.turn or 0)
+    return order
+
+
+def read_results(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s:%d: unreadable line skipped (an interrupted run?)", path, n)
+    return rows
+
+
+def read_answers(path: Path) -> dict[str, dict]:
+    answers = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagError(f"{path}: cannot read the answers file ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RagError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+        if "id" not in row or not ("response" in row or "answer" in row):
+            raise RagError(f"{path}:{n}: each answer needs `id` and `response` (or `answer`)")
+        answers[str(row["id"])] = row
+    return answers
+
+
+def compare_runs(dir_a: Path, dir_b: Path) -> dict:
+    """Metric deltas B - A and per-question changes, regressions first."""
+    def load(d: Path) -> tuple[dict, dict[str, dict]]:
+        try:
+            summary = json.loads((d / SUMMARY).read_text(encoding="utf-8"))
+            results = {r["id"]: r for r in read_results(d / RESULTS)}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RagError(f"{d}: not an evaluation run ({exc.__class__.__name__}); give folders written by `rag eval run`") from exc
+        return summary, results
+
+    (sa, ra), (sb, rb) = load(dir_a), load(dir_b)
+    deltas = {k: {"a": sa["metrics"].get(k), "b": v, "delta": None if v is None or sa["metrics"].get(k) is None else round(v - sa["metrics"][k], 4)}
+              for k, v in sb["metrics"].items()}
+    changes = []
+    for qid in ra.keys() & rb.keys():
+        a, b = ra[qid]["scores"], rb[qid]["scores"]
+        key = "answer.f1" if "answer.f1" in a and "answer.f1" in b else "refusal.correct"
+        if key in a and key in b and a[key] != b[key]:
+            changes.append({"id": qid, "user_input": rb[qid]["user_input"], "metric": key, "a": a[key], "b": b[key], "delta": round(b[key] - a[key], 4)})
+    changes.sort(key=lambda c: (c["delta"], c["id"]))
+    return {"a": str(dir_a), "b": str(dir_b), "mode_a": sa.get("mode"), "mode_b": sb.get("mode"), "metrics": deltas, "changes": changes}
+
+
+def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int = 5) -> dict[str, dict[str, float]]:
+    """Dense, BM25 and hybrid side by side: document hit@1/5, MRR, and the answer passage at rank 1 and in the top k."""
+    answerable = [i for i in items if i.answerable and i.reference_doc_ids]
+    previous = {c[0].conversation_id: c[0] for c in group_conversations(answerable) if c[0].conversation_id}
+    table = {}
+    for method in ("dense", "bm25", "hybrid"):
+        rows = []
+        for item in answerable:
+            query = item.user_input
+            if item.turn and item.turn > 1 and item.conversation_id in previous:
+                query = f"{previous[item.conversation_id].user_input} {query}"  # the rule rewrite of a follow-up
+            hits: list[Hit] = pipeline.search(query, top_k=top_k, method=method)
+            ranked = [h.chunk.doc_id for h in hits]
+            has = [m.passage_contains(h.chunk.text, item.reference_contexts) for h in hits]
+            rows.append({"doc_hit@1": m.hit_at_k(ranked, set(item.reference_doc_ids), 1),
+                         "doc_hit@5": m.hit_at_k(ranked, set(item.reference_doc_ids), 5),
+                         "mrr": m.reciprocal_rank(ranked, set(item.reference_doc_ids)),
+                         "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))})
+        table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"n": len(rows)}
+    return table

@@ -1,0 +1,165 @@
+"""rag/chunking.py with the embedding model's real tokenizer: chunks fit, offsets are exact, ids are stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rag.chunking import SPECIAL_TOKENS, Chunker, ChunkerConfig, sentence_spans
+from rag.ingest import load_documents
+from rag.records import Document
+
+SEEDS = Path(__file__).resolve().parents[1] / "seeds"
+
+
+def n_pieces(tokenizer, text: str) -> int:
+    """Word pieces the model sees for `text`, [CLS] and [SEP] included."""
+    return len(tokenizer(text)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def seed_documents():
+    return load_documents([SEEDS]).documents
+
+
+def short_sentences(n: int) -> str:
+    return " ".join(f"Sentence number {i} is short." for i in range(n))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("max_tokens", "overlap"), [(224, 64), (64, 16), (32, 8)])
+def test_seed_chunks_fit_the_budget_and_match_the_document(embedder, seed_documents, max_tokens, overlap):
+    tok = embedder.tokenizer
+    chunker = Chunker(tok, ChunkerConfig(max_tokens, overlap))
+    for doc in seed_documents:
+        chunks = chunker.chunk(doc)
+        assert len(chunks) >= 2, doc.doc_id
+        assert [c.position for c in chunks] == list(range(len(chunks)))
+        for c in chunks:
+            assert n_pieces(tok, c.text) <= max_tokens, (doc.doc_id, c.position)
+            assert doc.text[c.start : c.end] == c.text
+            assert (c.doc_id, c.title, c.date, c.url) == (doc.doc_id, doc.title, doc.date, doc.url)
+        # together the chunks cover the whole article, in order
+        assert chunks[0].start == 0
+        assert chunks[-1].end == len(doc.text.rstrip())
+        for a, b in zip(chunks, chunks[1:]):
+            assert a.start < b.start <= a.end + 2  # overlapping, or separated by whitespace only
+            assert doc.text[a.end : b.start].strip() == "" or b.start < a.end
+
+
+@pytest.mark.integration
+def test_default_config_matches_settings_and_model_limit(embedder, make_settings):
+    config = ChunkerConfig()
+    settings = make_settings()
+    assert (config.max_tokens, config.overlap_tokens) == (settings.chunk_max_tokens, settings.chunk_overlap_tokens)
+    assert config.max_tokens <= embedder.max_seq_length  # a chunk is never truncated by the model
+    assert SPECIAL_TOKENS == n_pieces(embedder.tokenizer, "")
+
+
+@pytest.mark.integration
+def test_consecutive_chunks_overlap_when_sentences_are_short(embedder):
+    doc = Document("short", short_sentences(40))
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(48, 16)).chunk(doc)
+    assert len(chunks) >= 4
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start < a.end, "no overlap between consecutive chunks"
+        shared = doc.text[b.start : a.end]
+        assert n_pieces(embedder.tokenizer, shared) - SPECIAL_TOKENS <= 16  # never more than the overlap budget
+        assert shared.endswith(".")  # overlap is made of whole sentences
+
+
+@pytest.mark.integration
+def test_no_overlap_when_overlap_is_zero(embedder):
+    doc = Document("short", short_sentences(40))
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(48, 0)).chunk(doc)
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start > a.end
+
+
+@pytest.mark.integration
+def test_chunk_ids_are_stable_and_change_with_the_text(embedder, seed_documents):
+    doc = next(d for d in seed_documents if d.doc_id.startswith("004"))
+    config = ChunkerConfig(224, 64)
+    first = [c.chunk_id for c in Chunker(embedder.tokenizer, config).chunk(doc)]
+    again = [c.chunk_id for c in Chunker(embedder.tokenizer, config).chunk(Document(**vars(doc)))]
+    assert first == again
+    assert len(set(first)) == len(first)
+
+    edited = Document(doc.doc_id, doc.text + "\n\nA new closing sentence was added later.")
+    changed = [c.chunk_id for c in Chunker(embedder.tokenizer, config).chunk(edited)]
+    assert changed[0] == first[0]  # the untouched opening keeps its id
+    assert changed[-1] not in first  # the edited end gets a new id
+
+    renamed = Document("another-id", doc.text)
+    assert set(c.chunk_id for c in Chunker(embedder.tokenizer, config).chunk(renamed)).isdisjoint(first)
+    other_config = [c.chunk_id for c in Chunker(embedder.tokenizer, ChunkerConfig(224, 32)).chunk(doc)]
+    assert other_config[0] != first[0]  # the chunker settings are part of the id
+
+
+@pytest.mark.integration
+def test_a_sentence_longer_than_the_budget_is_cut_into_fitting_chunks(embedder):
+    words = "Lukashenka Tsikhanouskaya Mishustin negotiated unprecedented intergovernmental arrangements".split()
+    sentence = " ".join(words[i % len(words)] for i in range(150)) + "."
+    doc = Document("long", sentence)
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(40, 10)).chunk(doc)
+    assert len(chunks) >= 5
+    for c in chunks:
+        assert n_pieces(embedder.tokenizer, c.text) <= 40
+        assert doc.text[c.start : c.end] == c.text
+        # cut between words, not inside one
+        assert c.start == 0 or doc.text[c.start - 1] == " "
+    assert chunks[0].start == 0
+    assert chunks[-1].end == len(sentence)
+    # the pieces cover the sentence without gaps beyond the spaces between words
+    assert " ".join(c.text for c in chunks) == sentence
+
+
+def test_sentence_spans_cover_whole_sentences():
+    text = "Putin met Lukashenko in Sochi. Russia offered a $1.5 billion loan! Will the protests stop?"
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == [
+        "Putin met Lukashenko in Sochi.",
+        "Russia offered a $1.5 billion loan!",
+        "Will the protests stop?",
+    ]
+
+
+def test_sentence_spans_end_at_paragraph_breaks_and_keep_abbreviations():
+    text = "The U.S. condemned it\n\nMr. Peskov said no.  Talks began on Aug. 9 in Minsk."
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "The U.S. condemned it",
+        "Mr. Peskov said no.",
+        "Talks began on Aug. 9 in Minsk.",
+    ]
+
+
+@pytest.mark.integration
+def test_empty_document_has_no_chunks(embedder):
+    assert Chunker(embedder.tokenizer, ChunkerConfig()).chunk(Document("empty", "")) == []
+    assert sentence_spans("  \n\n  ") == []
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None)
+@given(text=st.text())
+def test_chunking_arbitrary_text_keeps_exact_offsets(embedder, text):
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(32, 8)).chunk(Document("fuzz", text))
+    for c in chunks:
+        assert 0 <= c.start <= c.end <= len(text)
+        assert text[c.start : c.end] == c.text
+    for a, b in sentence_spans(text):
+        assert 0 <= a < b <= len(text)
+
+
+@pytest.mark.integration
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(st.sampled_from(["Minsk", "Lukashenka", "loan", "$1.5", "billion", "U.S.", "Mr.", ".", "!", "\n\n", "café", "—", "“Yes”"]), max_size=150))
+def test_chunking_word_soup_fits_the_budget(embedder, words):
+    text = " ".join(words)
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(32, 8)).chunk(Document("fuzz", text))
+    for c in chunks:
+        assert text[c.start : c.end] == c.text
+        assert n_pieces(embedder.tokenizer, c.text) <= 32

