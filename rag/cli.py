@@ -377,6 +377,29 @@ def ui(
         pipeline.close()
 
 
+@app.command()
+def bench(
+    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="startup, index, retrieval, scale, answer, concurrency (repeatable; default all)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for bench.json and the plots")] = Path("bench/out"),
+    sizes: Annotated[str, typer.Option("--sizes", help="collection sizes for the scale scenario")] = "100000,1000000",
+    index_dir: IndexOpt = None,
+) -> None:
+    """Measure speed and memory on this machine (medians of repeated runs, bare libraries beside)."""
+    from rag.bench import SCENARIOS, format_table, run_bench
+
+    chosen = scenario or list(SCENARIOS)
+    unknown = [s for s in chosen if s not in SCENARIOS]
+    if unknown:
+        fail(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    settings = settings_for(index_dir=index_dir)
+    from rag.store import current_version_dir
+
+    current_version_dir(settings.index_dir)  # a clear error before any scenario starts
+    results = run_bench(chosen, out, settings.index_dir, settings.seeds_dir, settings.embedding_model, sizes)
+    typer.echo(format_table(results))
+    typer.echo(f"-> {out}/bench.json and plots")
+
+
 def run() -> None:
     """Entry point: one clear line for every known failure, never a traceback."""
     try:

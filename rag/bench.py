@@ -1,0 +1,472 @@
+"""`rag bench`: speed and memory, measured on this machine, with the bare libraries beside.
+
+Each scenario runs in a child process (so its peak memory is its own) and reports medians
+of repeated runs with min and max. Figures for 100,000 and 1,000,000 passages use random
+unit vectors (index-only figures); the output says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+SCENARIOS = ("startup", "index", "retrieval", "scale", "answer", "concurrency")
+QUESTIONS = [
+    "How much money did Russia promise to lend Belarus?",
+    "Where did Putin and Lukashenko meet in September 2020?",
+    "Who is Dmitri Trenin?",
+    "How many people did police detain after the election?",
+    "What did Lukashenko call Putin?",
+]
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median": round(statistics.median(ordered), 3), "min": round(ordered[0], 3), "max": round(ordered[-1], 3),
+            "p95": round(p95, 3), "runs": len(ordered)}
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def machine() -> dict:
+    from rag.store import library_versions
+
+    mem = ""
+    try:
+        mem = next(line.split(":")[1].strip() for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "memory": mem, "python": platform.python_version(), "platform": platform.platform(),
+            "cpu": platform.processor() or platform.machine(), "libraries": library_versions()}
+
+
+def rag_cmd() -> list[str]:
+    return [sys.executable, "-m", "rag"]
+
+
+# ---- scenarios (each runs in its own process) ---------------------------------------------------
+def scenario_startup(env: dict) -> dict:
+    """Cold `rag search` process, and the bare sentence-transformers equivalent, 5 runs each."""
+    from rag.embedding import resolve_model_path
+
+    question = QUESTIONS[0]
+    search = [*rag_cmd(), "search", question, "--top-k", "5", "--json"]
+    bare = [sys.executable, "-c",
+            "from sentence_transformers import SentenceTransformer as S; import sys; "
+            f"S(sys.argv[1], device='cpu').encode_query([{question!r}])", resolve_model_path(env["model"])]
+    ours = timed(lambda: subprocess.run(search, check=True, capture_output=True), 5)
+    reference = timed(lambda: subprocess.run(bare, check=True, capture_output=True), 3)
+    ui = [ui_cold_start() for _ in range(2)]
+    return {
+        "cold rag search (ms)": stats(ours),
+        "bare SentenceTransformer load + 1 query (ms)": stats(reference),
+        "ratio search/bare": round(statistics.median(ours) / statistics.median(reference), 3),
+        "ui: launch to page served (ms)": stats([u[0] for u in ui]),
+        "ui: launch to first answer (ms)": stats([u[1] for u in ui]),
+    }
+
+
+def ui_cold_start() -> tuple[float, float]:
+    import socket
+    import urllib.request
+
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"RAG_MODE": "extractive"}
+    started = time.perf_counter()
+    proc = subprocess.Popen([*rag_cmd(), "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("rag ui exited") from None
+                time.sleep(0.05)
+        page = (time.perf_counter() - started) * 1000
+        Client(f"http://127.0.0.1:{port}/", verbose=False).predict(QUESTIONS[0], "extractive", 5, 0.1, api_name="/chat")
+        return page, (time.perf_counter() - started) * 1000
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def scenario_index(env: dict) -> dict:
+    """`rag index --rebuild` on the seeds and on a 10,000-passage corpus, against bare encode of the same texts."""
+    from rag.embedding import Embedder
+    from rag.indexing import build_index, embedding_text
+    from rag.settings import Settings
+    from rag.store import IndexStore
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, seeds in (("seeds", Path(env["seeds"])), ("10k passages", synthetic_corpus(Path(tmp) / "corpus", 10_000))):
+            settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=Path(tmp) / f"index-{len(out)}")
+            embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)  # torch, as `rag index` embeds
+            embedder.encode_documents(["warm up"])
+            report = build_index(settings, embedder, rebuild=True)
+            store = IndexStore.load(settings.index_dir)
+            texts = [embedding_text(c, settings.embed_title) for c in store.chunks]
+            sentences = len(store.sentence_owner)
+            sentence_texts = [t for t in texts for _ in range(1)]
+            started = time.perf_counter()
+            embedder.model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
+            bare_chunks_s = time.perf_counter() - started
+            out[name] = {
+                "chunks": report.n_chunks, "sentences embedded too": sentences, "index build (s)": round(report.seconds, 2),
+                "pipeline chunks/s (chunks + their sentences)": round(report.n_chunks / report.seconds, 1),
+                "bare encode of the chunk texts (chunks/s)": round(len(texts) / bare_chunks_s, 1),
+                "texts embedded per second, pipeline": round((report.n_chunks + sentences) / report.seconds, 1),
+            }
+            del sentence_texts
+            bare_all = time.perf_counter()
+            sentence_units = sentence_unit_texts(store, settings.embed_title)
+            embedder.model.encode(texts + sentence_units, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
+            bare_all_s = time.perf_counter() - bare_all
+            out[name]["bare encode of the same texts (s)"] = round(bare_all_s, 2)
+            out[name]["ratio pipeline/bare throughput"] = round(bare_all_s / report.seconds, 3)
+        out["incremental: one article added to 100,000 passages"] = incremental_at_scale(Path(tmp), Path(env["seeds"]))
+    return out
+
+
+def sentence_unit_texts(store, with_title: bool) -> list[str]:
+    from dataclasses import replace
+
+    from rag.chunking import sentence_spans
+    from rag.indexing import embedding_text
+
+    return [embedding_text(replace(c, text=c.text[a:b]), with_title) for c in store.chunks for a, b in sentence_spans(c.text)]
+
+
+def synthetic_corpus(folder: Path, passages: int) -> Path:
+    """Articles made of seed paragraphs reshuffled: real text, any size. About one passage per 3 paragraphs."""
+    import random
+
+    from rag.ingest import load_documents
+
+    docs = load_documents([Path("seeds")]).documents
+    paragraphs = [p for d in docs for p in d.text.split("\n\n") if len(p) > 80]
+    rng = random.Random(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    n_docs = max(1, passages // 6)
+    for i in range(n_docs):
+        body = "\n\n".join(rng.choice(paragraphs) + f" (report {i}-{j})" for j in range(16))
+        (folder / f"syn_{i:06d}.txt").write_text(f"Synthetic report {i}\n\n{body}\n", encoding="utf-8")
+    return folder
+
+
+def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
+    """An index of n passages (random unit vectors, synthetic text) plus one real article: only it is embedded."""
+    from rag.embedding import Embedder
+    from rag.indexing import build_index
+    from rag.records import Chunk, Document
+    from rag.settings import Settings
+    from rag.store import Manifest, Vectors, library_versions, write_version
+
+    rng = np.random.default_rng(0)
+    settings = Settings(_env_file=None, seeds_dir=tmp / "empty-seeds", index_dir=tmp / "index-100k")
+    settings.seeds_dir.mkdir(exist_ok=True)
+    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
+    docs, chunks = [], []
+    words = "Belarus Russia Minsk Moscow loan protest election sanctions Kremlin opposition".split()
+    for d in range(n // 10):
+        text = " ".join(rng.choice(words, 60))
+        doc = Document(f"bulk_{d:06d}", text, title=f"Bulk {d}", source_path=None)
+        docs.append(doc)
+        chunks += [Chunk(f"{d:06d}{k:04d}abcdef", doc.doc_id, k, text, 0, len(text), doc.title) for k in range(10)]
+    vectors = rng.standard_normal((len(chunks), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    from rag.chunking import ChunkerConfig
+
+    config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
+    manifest = Manifest(settings.embedding_model, 384, {"max_tokens": config.max_tokens, "overlap_tokens": config.overlap_tokens,
+                        "signature": config.signature(), "embed_title": settings.embed_title},
+                        {d.doc_id: d.content_hash for d in docs}, "flat", len(chunks), "bench", library_versions(),
+                        "v-bench-0", sentence_vectors=False)
+    settings = settings.with_overrides(sentence_vectors=False)
+    write_version(settings.index_dir, manifest, docs, chunks, Vectors(vectors, np.zeros((0, 384), np.float32), np.zeros(0, np.int64)), "flat")
+    # Documents with no source file are kept: they stand for an already indexed collection.
+    article = next(seeds.glob("*.txt"))
+    embedder.encode_documents(["warm up"])
+    started = time.perf_counter()
+    report = build_index(settings, embedder, extra_paths=[article])
+    return {"passages before": len(chunks), "seconds": round(time.perf_counter() - started, 2),
+            "chunks embedded": report.embedded_chunks, "note": "existing passages: synthetic text, random unit vectors"}
+
+
+def scenario_retrieval(env: dict) -> dict:
+    """Warm per-query latency on the seeds: dense, BM25, hybrid; and the bare libraries."""
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"])))
+    pipeline.warm_up()
+    questions = [q for q in load_questions()] * 3
+    out = {"queries": len(questions), "query encoder": pipeline.embedder.runtime_in_use}
+    for method in ("dense", "bm25", "hybrid"):
+        out[f"{method} (ms)"] = stats([timed(lambda q=q: pipeline.search(q, method=method), 1)[0] for q in questions])
+    out["bare: query embedding alone (ms)"] = stats([timed(lambda q=q: pipeline.embedder.encode_queries([q]), 1)[0] for q in questions])
+    vector = pipeline.embedder.encode_queries([questions[0]])[0]
+    out["bare: FAISS search alone (ms)"] = stats(timed(lambda: pipeline.store.dense.search(vector[None, :], 30), 200))
+    return out
+
+
+def scenario_scale(env: dict) -> dict:
+    """Exact and approximate FAISS at 100,000 and 1,000,000 random unit vectors (index-only figures)."""
+    import faiss
+
+    sizes = [int(s) for s in env.get("sizes", "100000,1000000").split(",")]
+    rng = np.random.default_rng(0)
+    out = {"note": "random unit vectors, 384 dimensions, 200 queries drawn near stored vectors; recall@10 against exact search"}
+    for n in sizes:
+        base = rng.standard_normal((n, 384), dtype=np.float32)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        picks = rng.choice(n, 200, replace=False)
+        queries = base[picks] + 0.5 * rng.standard_normal((200, 384), dtype=np.float32) / np.sqrt(384)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        flat = faiss.IndexFlatIP(384)
+        flat.add(base)
+        _, truth = flat.search(queries, 10)
+        row = {"exact (flat)": _measure(flat, queries, truth, 0, index_bytes=base.nbytes)}
+        started = time.perf_counter()
+        hnsw = faiss.IndexHNSWFlat(384, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = 40
+        hnsw.add(base)
+        build = time.perf_counter() - started
+        for ef in (64, 128):
+            hnsw.hnsw.efSearch = ef
+            row[f"HNSW M=32 efSearch={ef}"] = _measure(hnsw, queries, truth, build, index_bytes=_faiss_bytes(hnsw))
+        del hnsw
+        started = time.perf_counter()
+        nlist = int(4 * np.sqrt(n))
+        ivf = faiss.index_factory(384, f"IVF{nlist},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf.train(base[rng.choice(n, min(n, 50 * nlist), replace=False)])
+        ivf.add(base)
+        build = time.perf_counter() - started
+        for nprobe in (16, 64):
+            ivf.nprobe = nprobe
+            row[f"IVF{nlist},SQ8 nprobe={nprobe}"] = _measure(ivf, queries, truth, build, index_bytes=_faiss_bytes(ivf))
+        out[f"{n} passages"] = row
+        del base, flat, ivf
+    return out
+
+
+def _faiss_bytes(index) -> int:
+    import faiss
+
+    return int(faiss.serialize_index(index).nbytes)
+
+
+def _measure(index, queries, truth, build_s: float, index_bytes: int) -> dict:
+    latencies = [timed(lambda q=q: index.search(q[None, :], 10), 1)[0] for q in queries]
+    _, found = index.search(queries, 10)
+    recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    return {"p50 ms": round(statistics.median(latencies), 3), "p95 ms": stats(latencies)["p95"], "recall@10": round(recall, 4),
+            "build s": round(build_s, 1), "index MB": round(index_bytes / 1e6, 1)}
+
+
+def scenario_answer(env: dict) -> dict:
+    """The bundled model, warm: time to first token and total, and each stage's share."""
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
+    try:
+        pipeline.warm_up()
+        pipeline.ask(QUESTIONS[0])  # starts the server and warms it
+        rows = []
+        for _ in range(3):
+            for q in QUESTIONS:
+                started = time.perf_counter()
+                answer = pipeline.ask(q)
+                total = (time.perf_counter() - started) * 1000
+                t = answer.trace.get("timings_ms", {})
+                rows.append({"total": total, "retrieve": t.get("retrieve", 0), "first_token": t.get("first_token"),
+                             "generate": t.get("generate", 0), "refused": answer.refused})
+        generated = [r for r in rows if r["first_token"] is not None]
+        total = sum(r["total"] for r in generated) or 1
+        return {
+            "model": pipeline.llm().model.rsplit("/", 1)[-1], "questions": len(rows), "answered by the model": len(generated),
+            "time to first token (ms)": stats([r["retrieve"] + r["first_token"] for r in generated]) if generated else None,
+            "total (ms)": stats([r["total"] for r in rows]),
+            "share retrieval": round(sum(r["retrieve"] for r in generated) / total, 4),
+            "share generation": round(sum(r["generate"] for r in generated) / total, 4),
+            "share prompt, checks and the rest": round(1 - sum(r["retrieve"] + r["generate"] for r in generated) / total, 4),
+        }
+    finally:
+        pipeline.close()
+
+
+def scenario_concurrency(env: dict) -> dict:
+    """Questions per second with 1, 4 and 16 concurrent askers: retrieval only, and full answers with the bundled model."""
+    from rag.pipeline import Pipeline
+    from rag.settings import Settings
+
+    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
+    pipeline.warm_up()
+    out = {"retrieval": {}, "answers (bundled model)": {}}
+    questions = load_questions()
+    try:
+        pipeline.ask(QUESTIONS[0])
+        for workers in (1, 4, 16):
+            out["retrieval"][workers] = _load(lambda q: pipeline.search(q), questions * 2, workers)
+            out["answers (bundled model)"][workers] = _load(lambda q: pipeline.ask(q), QUESTIONS * (2 if workers < 16 else 4), workers)
+    finally:
+        pipeline.close()
+    return out
+
+
+def _load(fn, items, workers: int) -> dict:
+    latencies: list[float] = []
+
+    def one(item):
+        started = time.perf_counter()
+        fn(item)
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, items))
+    wall = time.perf_counter() - started
+    s = stats(latencies)
+    return {"questions/s": round(len(items) / wall, 2), "p50 ms": s["median"], "p95 ms": s["p95"], "n": len(items)}
+
+
+def load_questions() -> list[str]:
+    from rag.golden import load_golden
+
+    return [i.user_input for i in load_golden(Path("eval/golden.jsonl")) if not i.turn or i.turn == 1]
+
+
+RUNNERS = {"startup": scenario_startup, "index": scenario_index, "retrieval": scenario_retrieval, "scale": scenario_scale,
+           "answer": scenario_answer, "concurrency": scenario_concurrency}
+
+
+# ---- the parent -----------------------------------------------------------------------------------
+def run_child(name: str, env: dict) -> tuple[dict, float]:
+    """Run one scenario in a child process; return its result and peak resident memory (MB)."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out_path = fh.name
+    proc = subprocess.Popen([sys.executable, "-m", "rag.bench", name, out_path, json.dumps(env)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    try:
+        result = json.loads(Path(out_path).read_text()) if proc.returncode == 0 else {"error": f"exit code {proc.returncode}"}
+    finally:
+        os.unlink(out_path)
+    return result, round(usage.ru_maxrss / 1024, 1)
+
+
+def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, model: str, sizes: str) -> dict:
+    from rag.store import atomic_write, current_version_dir
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {"index": str(index_dir), "seeds": str(seeds), "model": model, "sizes": sizes}
+    results: dict = {"machine": machine(), "scenarios": {}}
+    for name in scenarios:
+        started = time.perf_counter()
+        result, peak_mb = run_child(name, env)
+        result["peak resident memory (MB)"] = peak_mb
+        result["scenario seconds"] = round(time.perf_counter() - started, 1)
+        results["scenarios"][name] = result
+    version = current_version_dir(index_dir)
+    size = sum(f.stat().st_size for f in version.rglob("*") if f.is_file())
+    n_chunks = json.loads((version / "manifest.json").read_text())["n_chunks"]
+    results["index bytes per passage (seeds, chunk + sentence vectors, BM25, text)"] = round(size / max(1, n_chunks))
+    atomic_write(out_dir / "bench.json", json.dumps(results, indent=2).encode("utf-8"))
+    write_plots(results, out_dir)
+    return results
+
+
+def write_plots(results: dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scale = results["scenarios"].get("scale", {})
+    sizes = [k for k in scale if k.endswith("passages")]
+    if sizes:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for method in scale[sizes[0]]:
+            xs = [int(s.split()[0]) for s in sizes if method in scale[s]]
+            ax.plot(xs, [scale[s][method]["p50 ms"] for s in sizes if method in scale[s]], "o-", label=method)
+        retrieval = results["scenarios"].get("retrieval", {})
+        if "dense (ms)" in retrieval:
+            ax.plot([28], [retrieval["bare: FAISS search alone (ms)"]["median"]], "ks", label="seeds (exact, real vectors)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("passages")
+        ax.set_ylabel("p50 search latency (ms)")
+        ax.set_title("Vector search latency against collection size")
+        ax.legend(fontsize=7)
+        fig.savefig(out_dir / "latency_vs_size.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    conc = results["scenarios"].get("concurrency", {})
+    if conc.get("retrieval"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        for ax, key in zip(axes, ("retrieval", "answers (bundled model)")):
+            workers = sorted(conc[key], key=int)
+            ax.plot([int(w) for w in workers], [conc[key][w]["questions/s"] for w in workers], "o-")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent askers")
+            ax.set_ylabel("questions per second")
+            ax.set_title(key)
+        fig.savefig(out_dir / "throughput_vs_concurrency.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
+
+def format_table(results: dict) -> str:
+    lines = [f"machine: {results['machine']['cores']} cores, {results['machine']['memory']}, Python {results['machine']['python']}"]
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict) and "median" in value:
+            lines.append(f"  {prefix:70s} median {value['median']:>10} (min {value['min']}, max {value['max']}, p95 {value['p95']}, n={value['runs']})")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix} / {k}" if prefix else str(k), v)
+        else:
+            lines.append(f"  {prefix:70s} {value}")
+
+    for name, scenario in results["scenarios"].items():
+        lines.append(f"[{name}]")
+        walk("", scenario)
+    lines.append(f"index bytes per passage: {results['index bytes per passage (seeds, chunk + sentence vectors, BM25, text)']}")
+    return "\n".join(lines)
+
+
+def child_main(argv: list[str]) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    name, out_path, env = argv[0], argv[1], json.loads(argv[2])
+    result = RUNNERS[name](env)
+    Path(out_path).write_text(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    child_main(sys.argv[1:])
