@@ -114,12 +114,22 @@ def missing_facts(sentence: str, passages: str) -> list[str]:
     return missing
 
 
+def word_coverage(sentence: str, passages: str) -> float:
+    """Share of the sentence's content words (stemmed, no stop words) found in the passages."""
+    from rag.store import bm25_tokenize
+
+    claim, source = bm25_tokenize([sentence, passages])
+    claim_terms = set(claim)
+    return len(claim_terms & set(source)) / len(claim_terms) if claim_terms else 0.0
+
+
 class GroundingChecker:
     """Marks each answer sentence supported or not by the sources it cites."""
 
-    def __init__(self, embedder, threshold: float):
+    def __init__(self, embedder, threshold: float, coverage: float = 0.75):
         self.embedder = embedder
         self.threshold = threshold
+        self.coverage = coverage
 
     def check(self, parsed: ParsedAnswer, sources: list[Hit], attribute_uncited: bool = True) -> list[Citation]:
         """Fill `supported`/`reason` on each sentence; cite uncited sentences whose support is clear."""
@@ -152,28 +162,38 @@ class GroundingChecker:
         units = [p[a:b] for p in passages for a, b in sentence_spans(p)] + passages
         vectors = self.embedder.encode_documents([sentence] + units)
         similarity = float((vectors[1:] @ vectors[0]).max())
-        return similarity >= self.threshold and not missing_facts(sentence, "\n".join(passages))
+        return self.verdict(sentence, similarity, "\n".join(passages))[0]
+
+    def verdict(self, sentence: str, similarity: float, passages: str) -> tuple[bool, str]:
+        """Supported when every fact is in the passages and either the meaning is close or its words are there.
+
+        A short true claim drawn from one clause of a long sentence scores a low whole-sentence
+        similarity, so word coverage is the second, equally strict-on-facts, route to support.
+        """
+        missing = missing_facts(sentence, passages)
+        if missing:
+            return False, f"not in the cited passage: {', '.join(missing)}"
+        covered = word_coverage(sentence, passages)
+        if similarity >= self.threshold:
+            return True, f"similarity {similarity:.2f}"
+        if covered >= self.coverage:
+            return True, f"{covered:.0%} of its words are in the passage"
+        return False, (f"cited passage too far from it (similarity {similarity:.2f} < {self.threshold:.2f}, "
+                       f"{covered:.0%} of its words < {self.coverage:.0%})")
 
     def _judge(self, sentence: Sentence, cited: list[int], best: np.ndarray, sources: list[Hit]) -> None:
         similarity = max(best[j] for j in cited)
-        missing = missing_facts(sentence.text, "\n".join(sources[j].chunk.text for j in cited))
-        sentence.supported = similarity >= self.threshold and not missing
-        if missing:
-            sentence.reason = f"not in the cited passage: {', '.join(missing)}"
-        elif similarity < self.threshold:
-            sentence.reason = f"cited passage too far in meaning (similarity {similarity:.2f} < {self.threshold:.2f})"
-        else:
-            sentence.reason = f"similarity {similarity:.2f}"
+        passages = "\n".join(sources[j].chunk.text for j in cited)
+        sentence.supported, sentence.reason = self.verdict(sentence.text, similarity, passages)
 
     def _attribute(self, sentence: Sentence, best: np.ndarray, sources: list[Hit]) -> None:
         """An uncited sentence gets the best source that passes the same check, if any."""
         for j in np.argsort(-best):
-            if best[j] < self.threshold:
-                break
-            if not missing_facts(sentence.text, sources[j].chunk.text):
+            supported, reason = self.verdict(sentence.text, float(best[j]), sources[j].chunk.text)
+            if supported:
                 sentence.citations = [int(j) + 1]
                 sentence.supported = True
-                sentence.reason = f"citation added by the grounding check (similarity {best[j]:.2f})"
+                sentence.reason = f"citation added by the grounding check ({reason})"
                 return
         sentence.supported, sentence.reason = False, "cites no source and no source supports it"
 

@@ -93,7 +93,7 @@ class Pipeline:
 
     @cached_property
     def grounding(self) -> GroundingChecker:
-        return GroundingChecker(self.embedder, self.settings.support_threshold)
+        return GroundingChecker(self.embedder, self.settings.support_threshold, self.settings.support_coverage)
 
     @cached_property
     def extractive(self) -> ExtractiveAnswerer:

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     mode: Literal["llm", "extractive"] = "llm"
     min_relevance: float = Field(0.30, description="refuse when the best passage's cosine similarity is below this")
     support_threshold: float = Field(0.6, description="a sentence is supported when its similarity to a cited passage reaches this")
+    support_coverage: float = Field(0.75, description="...or when this share of its content words is in the cited passage")
     max_question_chars: int = 2000
     history_turns: int = 4
     extractive_sentences: int = 2

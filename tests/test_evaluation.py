@@ -1,0 +1,201 @@
+"""Evaluation: hand-computed metrics on small fixtures, and end-to-end runs through the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rag.errors import RagError
+from rag.evaluation import (
+    METRIC_NAMES,
+    Evaluator,
+    answer_scores,
+    check_thresholds,
+    citation_scores,
+    compare_runs,
+    group_conversations,
+    read_answers,
+    summarize,
+)
+from rag.golden import GoldenItem, load_golden
+from rag.records import Sentence
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAN = "Putin also offered economic support, saying Russia would extend Belarus a government loan of $1.5 billion."
+DETAINED = "Police detained nearly 7,000 people during protests in the days after the election."
+
+
+@pytest.fixture(scope="module")
+def checker(pipeline):
+    return pipeline.grounding
+
+
+def test_citation_precision_and_recall_by_hand(checker):
+    sources = {1: LOAN, 2: DETAINED}
+    sentences = [
+        Sentence("Russia would extend Belarus a government loan of $1.5 billion.", [1], False),
+        Sentence("Police detained nearly 7,000 people during the protests after the election.", [1, 2], False),
+        Sentence("The weather in Minsk was sunny.", [], False),
+    ]
+    scores = citation_scores(sentences, sources, checker)
+    # recall: sentences 1 and 2 are supported by what they cite, 3 cites nothing -> 2/3
+    assert scores["citation.recall"] == pytest.approx(2 / 3)
+    # precision: [1] supports sentence 1; for sentence 2, [1] does not and [2] does -> 2 of 3 citations
+    assert scores["citation.precision"] == pytest.approx(2 / 3)
+
+
+def test_a_wrong_number_is_not_supported(checker):
+    assert checker.supports("Russia would lend Belarus $1.5 billion.", [LOAN])
+    assert not checker.supports("Russia would lend Belarus $2.5 billion.", [LOAN])
+
+
+def test_answer_scores_by_hand():
+    item = GoldenItem("q", "How much?", reference="$1.5 billion", reference_doc_ids=["d"])
+    scores = answer_scores(item, "The loan was $1.5 billion [1].", refused=False, similarity=lambda a, b: 0.5)
+    # tokens: "loan was 15 billion" vs "15 billion": precision 2/4, recall 2/2 -> F1 2/3
+    assert scores["answer.f1"] == pytest.approx(2 / 3)
+    assert scores["answer.exact_match"] == 0.0
+    assert scores["refusal.correct"] == 1.0 and scores["refusal.false_refusal"] == 0.0
+    exact = answer_scores(item, "1.5 billion", refused=False, similarity=lambda a, b: 1.0)
+    assert exact["answer.exact_match"] == 1.0
+    unanswerable = GoldenItem("u", "Who won in 2024?", answerable=False)
+    assert answer_scores(unanswerable, "Not found", refused=True, similarity=lambda a, b: 0)["refusal.correct"] == 1.0
+    assert "answer.f1" not in answer_scores(unanswerable, "x", refused=False, similarity=lambda a, b: 0)
+
+
+def test_summary_counts_retrieval_on_answerable_and_refusal_on_both():
+    results = [
+        {"id": "a", "answerable": True, "refused": False, "type": "fact", "latency_ms": 10.0,
+         "scores": {"retrieval.hit@5": 1.0, "answer.f1": 0.5, "refusal.correct": 1.0, "refusal.false_refusal": 0.0}},
+        {"id": "b", "answerable": True, "refused": True, "type": "fact", "latency_ms": 30.0,
+         "scores": {"retrieval.hit@5": 0.0, "answer.f1": 0.0, "refusal.correct": 0.0, "refusal.false_refusal": 1.0}},
+        {"id": "c", "answerable": False, "refused": True, "type": "unanswerable", "latency_ms": 20.0,
+         "scores": {"refusal.correct": 1.0}},
+    ]
+    summary = summarize(results, "extractive", {})
+    m = summary["metrics"]
+    assert summary["n"] == 3 and summary["mode"] == "extractive"
+    assert m["retrieval.hit@5"] == 0.5
+    assert m["refusal.accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert m["refusal.false_refusal_rate"] == 0.5
+    assert m["refusal.unanswerable_refused"] == 1.0
+    assert m["latency.p50_ms"] == 20.0
+    assert summary["by_type"]["unanswerable"]["n"] == 1
+
+
+def test_thresholds():
+    summary = {"metrics": {"retrieval.hit@5": 0.9, "answer.f1": None}}
+    assert check_thresholds(summary, ["retrieval.hit@5=0.8"]) == []
+    assert check_thresholds(summary, ["retrieval.hit@5=0.95"]) == ["retrieval.hit@5 = 0.9 is below 0.95"]
+    assert check_thresholds(summary, ["answer.f1=0.1"]) == ["answer.f1 = None is below 0.1"]
+    with pytest.raises(RagError, match="unknown metric"):
+        check_thresholds(summary, ["nope=1"])
+    with pytest.raises(RagError, match="METRIC=NUMBER"):
+        check_thresholds(summary, ["retrieval.hit@5=high"])
+
+
+def test_follow_up_turns_stay_together_in_order():
+    items = [GoldenItem("1", "a"), GoldenItem("3", "b2", conversation_id="c", turn=2),
+             GoldenItem("2", "b1", conversation_id="c", turn=1)]
+    groups = group_conversations(items)
+    assert [[i.id for i in g] for g in groups] == [["1"], ["2", "3"]]
+
+
+@pytest.fixture(scope="module")
+def small_golden(tmp_path_factory) -> Path:
+    items = load_golden(ROOT / "eval" / "golden.jsonl")
+    chosen = [i for i in items if i.id in ("q001", "q057")] + [i for i in items if i.conversation_id == "c1"]
+    path = tmp_path_factory.mktemp("golden") / "small.jsonl"
+    path.write_text("".join(json.dumps(i.to_json(), ensure_ascii=False) + "\n" for i in chosen), encoding="utf-8")
+    return path
+
+
+@pytest.mark.integration
+def test_end_to_end_run_is_complete_and_resumable(pipeline, small_golden, tmp_path):
+    items = load_golden(small_golden)
+    out = tmp_path / "run"
+    summary = Evaluator(pipeline).run(items, out, "extractive")
+    assert summary["n"] == 4 and summary["mode"] == "extractive"
+    assert set(METRIC_NAMES) <= set(summary["metrics"])
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [i.id for i in items] or {r["id"] for r in rows} == {i.id for i in items}
+    for row in rows:
+        assert {"id", "user_input", "reference", "reference_doc_ids", "answer", "refused", "citations",
+                "retrieved_doc_ids", "scores", "trace"} <= set(row)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["q057"]["refused"] is True  # GDP: not in the articles
+    assert by_id["q001"]["scores"]["retrieval.hit@1"] == 1.0
+    follow_up = by_id["q050"]
+    assert follow_up["trace"]["rewrite"] == "rules" and "Trenin" in follow_up["trace"]["rewritten_question"]
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html and 'src="http' not in html
+    assert "| retrieval.hit@5 |" in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["metrics"] == summary["metrics"]
+
+    # Resume: a lost line is recomputed, the others are kept as they were.
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    kept = {json.loads(line)["id"]: json.loads(line)["latency_ms"] for line in lines[1:]}
+    Evaluator(pipeline).run(items, out, "extractive")
+    again = {json.loads(line)["id"]: json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()}
+    assert set(again) == {i.id for i in items}
+    assert all(again[qid]["latency_ms"] == latency for qid, latency in kept.items())
+
+
+@pytest.mark.integration
+def test_scoring_external_answers_and_comparing_runs(pipeline, small_golden, tmp_path):
+    items = load_golden(small_golden)
+    chunk = next(c for c in pipeline.store.chunks if "collective farm boss" in c.text)
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        {"id": "q001", "response": "He was a collective farm boss [1].", "retrieved_doc_ids": [chunk.doc_id],
+         "citations": [{"marker": 1, "doc_id": chunk.doc_id, "chunk_id": chunk.chunk_id}]},
+        {"id": "q057", "answer": "The articles do not cover this."},
+    ]
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    good = Evaluator(pipeline).score(items, read_answers(answers), tmp_path / "good")
+    assert good["n"] == 2
+    results = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "good" / "results.jsonl").read_text().splitlines()}
+    assert results["q001"]["scores"]["answer.f1"] == 1.0  # "collective farm boss" vs "He was a collective farm boss."
+    assert results["q001"]["scores"]["citation.recall"] == 1.0
+    assert results["q057"]["refused"] is True and results["q057"]["scores"]["refusal.correct"] == 1.0
+
+    rows[0]["response"] = "He was a tractor driver."
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Evaluator(pipeline).score(items, read_answers(answers), tmp_path / "worse")
+    comparison = compare_runs(tmp_path / "good", tmp_path / "worse")
+    assert comparison["changes"][0]["id"] == "q001" and comparison["changes"][0]["delta"] < 0
+    assert comparison["metrics"]["answer.f1"]["delta"] < 0
+
+
+def test_answers_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "a.jsonl"
+    bad.write_text('{"id": "q1", "response": "x"}\n{oops\n')
+    with pytest.raises(RagError, match=r"a.jsonl:2: invalid JSON"):
+        read_answers(bad)
+    bad.write_text('{"response": "x"}\n')
+    with pytest.raises(RagError, match="needs `id`"):
+        read_answers(bad)
+
+
+@pytest.mark.integration
+def test_cli_fail_under_score_and_export(seed_index, small_golden, tmp_path):
+    env = os.environ | {"RAG_INDEX_DIR": str(seed_index.index_dir), "RAG_MODE": "extractive"}
+    rag = [sys.executable, "-m", "rag"]
+    run = subprocess.run([*rag, "eval", "run", "--golden", str(small_golden), "--out", str(tmp_path / "r"),
+                          "--fail-under", "retrieval.hit@5=1.01"], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr
+    assert "below threshold: retrieval.hit@5" in run.stderr and "Traceback" not in run.stderr
+    assert (tmp_path / "r" / "report.html").exists()
+    export = subprocess.run([*rag, "eval", "export", "--golden", str(small_golden), "--format", "beir", "--out", str(tmp_path / "q.tsv")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stderr
+    assert (tmp_path / "q.tsv").read_text().splitlines()[:2] == ["query-id\tcorpus-id\tscore", "q001\t000_ac36cdf8cda615f1\t1"]
+    missing = subprocess.run([*rag, "eval", "score", "--golden", str(small_golden), "--answers", str(tmp_path / "none.jsonl")],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and missing.stderr.startswith("error:") and "none.jsonl" in missing.stderr
