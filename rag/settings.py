@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # UI
     host: str = "127.0.0.1"
     port: int = 7860
-    auth: str | None = Field(None, description="basic auth as user:password")
+    auth: SecretStr | None = Field(None, description="basic auth as user:password")
     concurrency_limit: int = 4
     max_queue: int = 32
 

@@ -16,6 +16,7 @@ import atexit
 import json
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -82,6 +83,15 @@ class Received:
 
 
 # ---- the server ---------------------------------------------------------------------------------------
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client dropped a kept-alive connection or gave up waiting (timeout tests)
+        super().handle_error(request, client_address)
+
+
 class ScriptedLLM:
     """An OpenAI-compatible server whose chat answers follow a per-test script."""
 
@@ -93,8 +103,7 @@ class ScriptedLLM:
         self.unscripted = 0  # chat requests that found nothing scripted
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-llm", daemon=True)
         self._thread.start()

@@ -55,7 +55,7 @@ def test_default_config_matches_settings_and_model_limit(embedder, make_settings
     config = ChunkerConfig()
     settings = make_settings()
     assert (config.max_tokens, config.overlap_tokens) == (settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-    assert config.max_tokens <= embedder.max_seq_length  # a chunk is never truncated by the model
+    assert config.max_tokens <= embedder.model.max_seq_length  # a chunk is never truncated by the model
     assert SPECIAL_TOKENS == n_pieces(embedder.tokenizer, "")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import Embedder, model_folder_exists, resolve_model_path
+from rag.embedding import ONNX_TOLERANCE, Embedder, resolve_model_path
 from rag.errors import RagError
 from rag.settings import DEFAULT_EMBEDDING_MODEL
 
@@ -33,8 +33,6 @@ def test_default_model_resolves_into_the_installed_package(name):
 def test_other_names_and_paths_pass_through():
     assert resolve_model_path("/models/my-encoder") == "/models/my-encoder"
     assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
-    assert model_folder_exists(DEFAULT_EMBEDDING_MODEL)
-    assert not model_folder_exists("/nonexistent/encoder")
 
 
 @pytest.mark.integration
@@ -73,3 +71,25 @@ def test_a_missing_model_folder_is_a_rag_error(tmp_path):
         _ = Embedder(str(missing)).model
     assert str(missing) in str(info.value)
     assert "RAG_EMBEDDING_MODEL" in str(info.value)
+
+
+@pytest.mark.integration
+def test_onnx_export_gives_the_same_vectors_without_loading_torch(embedder, tmp_path):
+    texts = [LOAN, UNRELATED, "Minsk", "How much money will Russia lend to Belarus? " * 20]
+    exporter = Embedder(onnx_cache=tmp_path / "onnx")
+    exporter.__dict__["model"] = embedder.model  # the session's loaded model does the export
+    assert exporter.export_onnx(texts)
+    fresh = Embedder(onnx_cache=tmp_path / "onnx")
+    assert fresh.runtime_in_use == "onnx"
+    queries = fresh.encode_queries(texts)
+    assert "model" not in fresh.__dict__  # sentence-transformers (and torch) never loaded
+    reference = embedder.encode_queries(texts)
+    assert float((1 - (queries * reference).sum(axis=1)).max()) <= ONNX_TOLERANCE
+    assert fresh.count_tokens("Minsk and Moscow") == len(embedder.tokenizer("Minsk and Moscow", add_special_tokens=False)["input_ids"])
+
+
+def test_a_damaged_onnx_export_falls_back_to_sentence_transformers(tmp_path):
+    folder = tmp_path / "onnx" / "sentence-transformers_all-MiniLM-L6-v2"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("{not json")
+    assert Embedder(onnx_cache=tmp_path / "onnx").runtime_in_use == "sentence-transformers"

@@ -181,7 +181,10 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
 
     blocks = build_blocks(pipeline, feedback)
     blocks.queue(default_concurrency_limit=settings.concurrency_limit, max_size=settings.max_queue)
-    auth = tuple(settings.auth.split(":", 1)) if settings.auth and ":" in settings.auth else None
+    secret = settings.auth.get_secret_value() if settings.auth else ""
+    if secret and ":" not in secret:
+        raise RagError("RAG_AUTH must be user:password")
+    auth = tuple(secret.split(":", 1)) if secret else None
     return gr.mount_gradio_app(api, blocks, path="", auth=auth, css=CSS, server_name=settings.host, server_port=settings.port,
                                footer_links=["api"], show_error=True)
 

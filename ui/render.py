@@ -112,13 +112,14 @@ def article_page(doc: Document, chunk_start: int | None, chunk_end: int | None) 
                 + "</mark>" + html.escape(text[chunk_end:]))
     else:
         body = html.escape(text)
-    body = "".join(f"<p>{p}</p>" for p in body.split("\n\n"))
+    # One pre-wrap block, not <p> per paragraph: a passage spans paragraphs, and <p> tags would cut its <mark>.
+    body = f'<div class="text">{body}</div>'
     meta = " · ".join(html.escape(x) for x in (doc.publisher, doc.date) if x)
     original = (f'<p><a href="{html.escape(doc.url, quote=True)}" target="_blank" rel="noopener noreferrer">Original article</a></p>'
                 if doc.url and doc.url.startswith(("http://", "https://")) else "")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(doc.title or doc.doc_id)}</title>
 <style>body{{font-family:Georgia,serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.55}}
-mark{{background:#ffe58a;padding:2px 0;scroll-margin-top:30vh}}.meta{{color:#555}}</style></head>
+mark{{background:#ffe58a;padding:2px 0;scroll-margin-top:30vh}}.meta{{color:#555}}.text{{white-space:pre-wrap}}</style></head>
 <body><p><a href="/">← back to the chat</a></p><h1>{html.escape(doc.title or doc.doc_id)}</h1>
 <p class="meta">{meta} · document {html.escape(doc.doc_id)}</p>{original}{body}</body></html>"""
 
