@@ -20,7 +20,7 @@ from pathlib import Path
 from rag import metrics as m
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
-from rag.golden import GoldenItem
+from rag.golden import GoldenItem, read_jsonl
 from rag.pipeline import NOT_FOUND, Pipeline, is_model_refusal
 from rag.records import Hit, Sentence
 from rag.store import atomic_write
@@ -299,17 +299,7 @@ def read_results(path: Path) -> list[dict]:
 
 def read_answers(path: Path) -> dict[str, dict]:
     answers = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RagError(f"{path}: cannot read the answers file ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RagError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
+    for n, row in read_jsonl(path, "answers file"):
         if "id" not in row or not ("response" in row or "answer" in row):
             raise RagError(f"{path}:{n}: each answer needs `id` and `response` (or `answer`)")
         answers[str(row["id"])] = row

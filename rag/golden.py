@@ -28,14 +28,15 @@ class GoldenItem:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def load_golden(path: Path) -> list[GoldenItem]:
+def read_jsonl(path: Path, what: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a missing file or bad line is one clear error."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError as exc:
-        raise RagError(f"{path}: golden set not found; give --golden FILE (JSONL)") from exc
+        raise RagError(f"{path}: {what} not found; check the path (JSONL, one object per line)") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise RagError(f"{path}: cannot read the golden set ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
-    items: list[GoldenItem] = []
+        raise RagError(f"{path}: cannot read the {what} ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
+    rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -43,7 +44,14 @@ def load_golden(path: Path) -> list[GoldenItem]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise RagError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-        items.append(_item(row, path, n))
+        if not isinstance(row, dict):
+            raise RagError(f"{path}:{n}: expected a JSON object")
+        rows.append((n, row))
+    return rows
+
+
+def load_golden(path: Path) -> list[GoldenItem]:
+    items = [_item(row, path, n) for n, row in read_jsonl(path, "golden set")]
     if not items:
         raise RagError(f"{path}: the golden set is empty")
     return items

@@ -96,6 +96,7 @@ class LLMClient:
                 stream=True,
                 max_tokens=max_tokens or self.settings.max_answer_tokens,
                 temperature=self.settings.temperature if temperature is None else temperature,
+                seed=self.settings.llm_seed,  # reproducible answers where the endpoint honours it
             )
             pieces = 0
             for chunk in response:

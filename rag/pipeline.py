@@ -38,8 +38,9 @@ MODEL_REFUSAL = re.compile(
     r"|not enough information",
     re.I,
 )
-EVIDENCE_SENTENCES = 1  # the best candidate sentence(s) the refusal check reads
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+EVIDENCE_SENTENCES = 2  # the best candidate sentence(s) the refusal check reads
+# Control characters, and lone surrogates (undecodable bytes in argv arrive as these; tokenizers reject them).
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass

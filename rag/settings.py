@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     llm_timeout: float = 60.0
     llm_max_retries: int = 1
     temperature: float = 0.1
+    llm_seed: int | None = Field(0, description="sampling seed sent to the endpoint, for reproducible answers")
     max_answer_tokens: int = 400
     llm_context_tokens: int = 4096
 

@@ -140,7 +140,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                         api_name="chat",
                         concurrency_limit=settings.concurrency_limit,
                     )
-                    chatbot.like(handler.like, None, None)
+                    chatbot.like(handler.like, None, None, api_name=False)
                     with gr.Row():
                         comment = gr.Textbox(placeholder="Optional comment on the latest answer", show_label=False, scale=4)
                         send = gr.Button("Send comment", scale=1)
