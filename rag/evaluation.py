@@ -31,8 +31,8 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 METRIC_NAMES = (
     "retrieval.hit@1", "retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "retrieval.ndcg@10",
-    "answer.exact_match", "answer.f1", "answer.semantic_similarity",
-    "citation.precision", "citation.recall",
+    "answer.exact_match", "answer.f1", "answer.reference_recall", "answer.semantic_similarity",
+    "citation.precision", "citation.recall", "citation.right_article", "citation.out_of_range",
     "refusal.accuracy", "refusal.false_refusal_rate",
     "latency.p50_ms", "latency.p95_ms",
 )
@@ -71,6 +71,14 @@ def citation_scores(sentences: list[Sentence], sources: dict[int, str], checker)
     return scores
 
 
+def article_scores(item: GoldenItem, cited_doc_ids: list[str], dropped_markers: list) -> dict[str, float]:
+    """Does the answer cite a right article? Did the model emit markers outside its sources?"""
+    scores = {"citation.out_of_range": float(len(dropped_markers) > 0)}
+    if item.answerable and item.reference_doc_ids:
+        scores["citation.right_article"] = float(bool(set(cited_doc_ids) & set(item.reference_doc_ids)))
+    return scores
+
+
 def strip_markers(text: str) -> str:
     return " ".join(MARKER_GROUP.sub("", text).split())
 
@@ -82,6 +90,7 @@ def answer_scores(item: GoldenItem, answer: str, refused: bool, similarity: Call
         plain = strip_markers(answer)
         scores["answer.exact_match"] = m.exact_match(plain, item.reference)
         scores["answer.f1"] = m.token_f1(plain, item.reference)
+        scores["answer.reference_recall"] = m.token_recall(plain, item.reference)
         scores["answer.semantic_similarity"] = similarity(plain, item.reference) if plain else 0.0
     return scores
 
@@ -196,6 +205,7 @@ class Evaluator:
         scores = retrieval_scores(item, ranked) | answer_scores(item, answer.answer, answer.refused, self.similarity)
         if not answer.refused:
             scores |= citation_scores(answer.sentences, sources, self.pipeline.grounding)
+        scores |= article_scores(item, [c.doc_id for c in answer.citations], answer.trace.get("dropped_markers", []))
         return base_row(item) | {
             "answer": answer.answer,
             "refused": answer.refused,
@@ -227,6 +237,8 @@ class Evaluator:
                 scores |= retrieval_scores(item, list(row["retrieved_doc_ids"]))
             if sources and not refused:
                 scores |= citation_scores(parsed.sentences, sources, self.pipeline.grounding)
+            cited_docs = [c.get("doc_id") for c in row.get("citations") or [] if isinstance(c, dict)]
+            scores |= article_scores(item, [] if refused else cited_docs, parsed.dropped if sources else [])
             results.append(base_row(item) | {
                 "answer": text, "refused": refused, "citations": row.get("citations") or [],
                 "retrieved_doc_ids": row.get("retrieved_doc_ids") or [], "scores": scores,

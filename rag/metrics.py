@@ -64,6 +64,14 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def token_recall(prediction: str, reference: str) -> float:
+    """Share of the reference's (normalised) tokens found in the prediction: are the facts there?"""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not ref:
+        return float(not pred)
+    return sum((Counter(pred) & Counter(ref)).values()) / len(ref)
+
+
 def passage_contains(passage: str, contexts: list[str]) -> bool:
     """Does the passage hold one of the reference sentences (whitespace-insensitive)?"""
     squeezed = " ".join(passage.split())

@@ -40,7 +40,7 @@ MODEL_REFUSAL = re.compile(
 )
 EVIDENCE_SENTENCES = 2  # the best candidate sentence(s) the refusal check reads
 # Control characters, and lone surrogates (undecodable bytes in argv arrive as these; tokenizers reject them).
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass

@@ -111,3 +111,12 @@ def test_percentile():
     assert percentile([30, 10, 20], 100) == 30
     assert percentile([7.5], 95) == 7.5
     assert percentile([], 50) is None
+
+
+def test_token_recall_counts_reference_tokens_found():
+    from rag.metrics import token_recall
+
+    # reference "$1.5 billion" -> tokens "15", "billion"; both in the answer
+    assert token_recall("Russia would lend Belarus $1.5 billion.", "$1.5 billion") == 1.0
+    assert token_recall("Russia would lend Belarus money.", "$1.5 billion") == 0.0
+    assert token_recall("a collective farm", "collective farm boss") == 2 / 3
