@@ -71,11 +71,12 @@ def load_document(path: Path) -> Document:
     if suffix not in SUPPORTED_SUFFIXES:
         raise IngestError(f"{path}: unsupported file type {suffix or '(none)'}; use .txt, .md, .html or .pdf")
     try:
+        size = path.stat().st_size  # before reading: a huge file must not be loaded into memory
+        if size > MAX_FILE_BYTES:
+            raise IngestError(f"{path}: {size // 1_000_000} MB is larger than the {MAX_FILE_BYTES // 1_000_000} MB limit for one article; split it")
         data = path.read_bytes()
     except OSError as exc:
         raise IngestError(f"{path}: cannot be read ({exc.strerror})") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise IngestError(f"{path}: {len(data) // 1_000_000} MB is larger than the {MAX_FILE_BYTES // 1_000_000} MB limit for one article; split it")
     if not data.strip():
         raise IngestError(f"{path}: the file is empty")
     if suffix == ".pdf":

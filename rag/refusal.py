@@ -80,6 +80,8 @@ def assess(question: str, hits: list[Hit], candidates: list[str], min_relevance:
     if missing:
         return Decision(True, f"the articles never mention {', '.join(missing)}")
     kind = expected_answer_type(question)
+    if kind == "date" and any(h.chunk.date for h in hits[:2]):
+        return Decision(False)  # the article's own date may be the answer ("has arrived")
     if candidates and not any(has_answer_type(s, kind, question) for s in candidates):
         return Decision(True, f"no passage states the {kind} the question asks for")
     return Decision(False)

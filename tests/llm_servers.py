@@ -2,7 +2,8 @@
 
 Import the fixtures into a test module with
     from llm_servers import scripted_llm, local_llm  # noqa: F401
-(pytest puts tests/ on sys.path, so this module imports by its bare name).
+(pytest puts tests/ on sys.path, so this module imports by its bare name). `scripted_pipeline`
+also needs `scripted_llm` imported beside it; `pipeline_for()` builds a Pipeline by hand.
 
 `ScriptedLLM` is a real HTTP server on 127.0.0.1 speaking enough of the OpenAI API for the
 SDK: GET /v1/models and POST /v1/chat/completions, streamed (SSE) or not. Each chat request
@@ -266,7 +267,7 @@ def free_port() -> int:
 
 
 # ---- fixtures ---------------------------------------------------------------------------------------
-# Import the fixtures you use by name; each is self-contained (no hidden fixture it depends on).
+# Fixtures are imported by name into test modules, so each depends only on conftest's or on one imported with it.
 _SCRIPTED: ScriptedLLM | None = None
 LOCAL_SERVERS: dict[str, object] = {}  # base_url -> the LocalLLMServer the `local_llm` fixture started
 

@@ -146,6 +146,24 @@ def test_the_client_is_reused_across_calls(scripted_llm):
     assert scripted_llm.model_requests == 1  # the model name is asked for once
 
 
+def test_the_scripted_server_also_answers_without_streaming(scripted_llm):
+    """The test server itself: the SDK's non-streamed call parses its reply (a check on the fixture)."""
+    from openai import OpenAI
+
+    scripted_llm.reply("Russia would lend Belarus $1.5 billion [1].")
+    sdk = OpenAI(base_url=scripted_llm.base_url, api_key="x", max_retries=0, timeout=2)
+    completion = sdk.chat.completions.create(model=MODEL_ID, messages=MESSAGES)
+    assert completion.choices[0].message.content == "Russia would lend Belarus $1.5 billion [1]."
+    assert completion.choices[0].finish_reason == "stop" and completion.model == MODEL_ID
+    assert [m.id for m in sdk.models.list().data] == [MODEL_ID]
+    assert scripted_llm.requests[0].body.get("stream") in (None, False)
+
+
+def test_unscripted_requests_fail_loudly(scripted_llm):
+    message = str(failure(client(scripted_llm.base_url)))
+    assert "500" in message and scripted_llm.unscripted == 1
+
+
 def test_ping(scripted_llm):
     assert client(scripted_llm.base_url).ping()
     assert not client(f"http://127.0.0.1:{free_port()}/v1").ping()

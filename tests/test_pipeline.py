@@ -26,6 +26,8 @@ LOAN_QUESTION = "How much will Russia lend Belarus?"
 LOAN_SENTENCE = "Russia would extend Belarus a government loan of $1.5 billion"
 CANARY = "sk-canary-XYZ123"
 
+pytestmark = pytest.mark.integration  # every test here uses the seed index and the embedding model
+
 
 def run(pipe: Pipeline, question: str, **kwargs):
     events = list(pipe.ask_stream(question, **kwargs))
@@ -59,7 +61,6 @@ def loan(seed_index, embedder, pipeline):
     return events, answer, requests
 
 
-@pytest.mark.integration
 def test_good_answer_streams_then_answers(loan):
     events, answer, _ = loan
     kinds = [e.kind for e in events]
@@ -68,7 +69,6 @@ def test_good_answer_streams_then_answers(loan):
     assert events[0].data == answer.sources
 
 
-@pytest.mark.integration
 def test_good_answer_is_cited_and_supported(loan):
     _, answer, _ = loan
     assert not answer.refused and answer.mode == "llm" and answer.notice is None
@@ -80,7 +80,6 @@ def test_good_answer_is_cited_and_supported(loan):
     check_markers(answer)
 
 
-@pytest.mark.integration
 def test_good_answer_trace(loan, scripted_llm):
     _, answer, requests = loan
     trace = answer.trace
@@ -107,7 +106,6 @@ def test_good_answer_trace(loan, scripted_llm):
     assert CANARY not in json.dumps(answer.to_json())
 
 
-@pytest.mark.integration
 def test_answer_json_is_serialisable_and_complete(loan):
     _, answer, _ = loan
     data = json.loads(json.dumps(answer.to_json()))
@@ -116,7 +114,6 @@ def test_answer_json_is_serialisable_and_complete(loan):
 
 
 # ---- citations the model gets wrong ---------------------------------------------------------------
-@pytest.mark.integration
 def test_out_of_range_markers_are_dropped_and_traced(scripted_pipeline, scripted_llm):
     scripted_llm.reply("Russia would lend Belarus $1.5 billion [7][0].")
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
@@ -129,7 +126,6 @@ def test_out_of_range_markers_are_dropped_and_traced(scripted_pipeline, scripted
     check_markers(answer)
 
 
-@pytest.mark.integration
 def test_model_saying_the_articles_do_not_cover_it_is_a_refusal(scripted_pipeline, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
@@ -138,7 +134,6 @@ def test_model_saying_the_articles_do_not_cover_it_is_a_refusal(scripted_pipelin
     assert answer.trace["refusal_reason"] == "the model said the sources do not cover it"
 
 
-@pytest.mark.integration
 def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline, scripted_llm):
     invented = "Russia will give Belarus 40 fighter jets in 2025 [1]."
     scripted_llm.reply(invented)
@@ -153,7 +148,6 @@ def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline,
 
 
 # ---- the endpoint fails -------------------------------------------------------------------------------
-@pytest.mark.integration
 def test_endpoint_500_falls_back_to_an_extractive_answer_with_a_notice(scripted_pipeline, scripted_llm):
     scripted_llm.always(Fail(500))
     events, answer = run(scripted_pipeline(), LOAN_QUESTION)
@@ -166,7 +160,6 @@ def test_endpoint_500_falls_back_to_an_extractive_answer_with_a_notice(scripted_
     check_markers(answer)
 
 
-@pytest.mark.integration
 def test_without_fallback_the_endpoint_error_propagates(scripted_pipeline, scripted_llm):
     scripted_llm.always(Fail(500))
     with pytest.raises(EndpointError, match="500") as caught:
@@ -174,7 +167,6 @@ def test_without_fallback_the_endpoint_error_propagates(scripted_pipeline, scrip
     assert scripted_llm.host in str(caught.value)
 
 
-@pytest.mark.integration
 def test_an_unreachable_endpoint_falls_back_before_generating(scripted_pipeline):
     pipe = scripted_pipeline(openai_base_url=f"http://127.0.0.1:{free_port()}/v1")
     events, answer = run(pipe, LOAN_QUESTION)
@@ -184,7 +176,6 @@ def test_an_unreachable_endpoint_falls_back_before_generating(scripted_pipeline)
 
 
 # ---- a follow-up question ---------------------------------------------------------------------------
-@pytest.mark.integration
 def test_a_follow_up_is_rewritten_by_the_llm_before_retrieval(scripted_pipeline, scripted_llm):
     history = [{"role": "user", "content": "Who is Dmitri Trenin?"},
                {"role": "assistant", "content": "Director of the Carnegie Moscow Center. [1]"}]
@@ -237,20 +228,19 @@ Potash shipments have been rerouted through Russian ports at a higher cost, acco
 
 @pytest.fixture(scope="module")
 def injected_settings(tmp_path_factory, embedder, seed_index):
-    """A separate index: the seed articles plus one carrying an instruction aimed at the model."""
+    """A separate index: a copy of the seed index plus one article carrying an instruction aimed at the model."""
     from rag.indexing import build_index
 
     root = tmp_path_factory.mktemp("injection")
-    seeds = root / "seeds"
-    shutil.copytree(SEEDS_DIR, seeds)
-    (seeds / "005_injected.txt").write_text(INJECTED_ARTICLE, encoding="utf-8")
-    settings = seed_index.model_copy(update={"index_dir": root / "index", "seeds_dir": seeds})
-    report = build_index(settings, embedder)
-    assert "005_injected" in report.added
+    shutil.copytree(seed_index.index_dir, root / "index")
+    article = root / "005_injected.txt"
+    article.write_text(INJECTED_ARTICLE, encoding="utf-8")
+    settings = seed_index.model_copy(update={"index_dir": root / "index", "seeds_dir": SEEDS_DIR})
+    report = build_index(settings, embedder, extra_paths=[article])  # only the new article is embedded
+    assert report.added == ["005_injected"] and len(report.unchanged) == 5
     return settings
 
 
-@pytest.mark.integration
 def test_injected_text_stays_inside_its_source_block(injected_settings, embedder, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)
     pipe = pipeline_for(injected_settings, embedder, scripted_llm.base_url)
@@ -268,7 +258,6 @@ def test_injected_text_stays_inside_its_source_block(injected_settings, embedder
     assert user["content"].index("Question:") > closed
 
 
-@pytest.mark.integration
 def test_injected_text_does_not_reach_an_unrelated_extractive_answer(injected_settings, embedder):
     pipe = pipeline_for(injected_settings, embedder, None)
     answer = pipe.ask(LOAN_QUESTION, mode="extractive")
@@ -280,15 +269,15 @@ def test_injected_text_does_not_reach_an_unrelated_extractive_answer(injected_se
 @pytest.fixture(scope="module")
 def local_pipeline(local_llm, seed_index, embedder, pipeline):
     """The default set-up: no OPENAI_BASE_URL, so the pipeline uses the bundled server (already running here)."""
-    pipe = pipeline_for(seed_index, embedder, None, store=pipeline.store,
-                        local_llm_port=urlsplit(local_llm).port, llm_timeout=120.0, temperature=0.0)
+    pipe = pipeline_for(seed_index, embedder, None, store=pipeline.store, local_llm_port=urlsplit(local_llm).port,
+                        llm_timeout=120.0, temperature=0.0, max_answer_tokens=64)  # short: the model is slow-ish
     yield pipe
     pipe.close()
 
 
 @pytest.fixture(scope="module")
 def local_answers(local_pipeline):
-    return {q: run(local_pipeline, q) for q in ("Who is Dmitri Trenin?", LOAN_QUESTION)}
+    return {q: run(local_pipeline, q) for q in ("Who is Dmitri Trenin?",)}
 
 
 @pytest.mark.llm

@@ -71,7 +71,7 @@ def new_context(browser):
     yield make
     for context in made:
         context.close()
-    
+
 
 @pytest.fixture(scope="module")
 def artifacts() -> Path:

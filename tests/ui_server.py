@@ -30,6 +30,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 class RunningApp:
     url: str  # http://127.0.0.1:PORT, no trailing slash
     pipeline: object  # rag.pipeline.Pipeline
+    eval_dir: Path | None = None  # where the Evaluate tab looks for golden sets, when a test moved it
 
     @property
     def settings(self):

@@ -133,7 +133,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                         textbox=gr.Textbox(placeholder="e.g. How much money did Russia promise to lend Belarus?",
                                            max_length=settings.max_question_chars, submit_btn=True, stop_btn=True),
                         additional_inputs=[mode, top_k, temperature],
-                        additional_inputs_accordion=gr.Accordion("Settings", open=False),
+                        additional_inputs_accordion="Settings",
                         additional_outputs=[sources],
                         examples=[[q, settings.mode, settings.top_k, settings.temperature] for q in EXAMPLES],
                         cache_examples=False,
