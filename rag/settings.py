@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     # Index
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
-    ann_threshold: int = Field(200_000, description="`auto` switches from exact to HNSW above this many chunks")
+    ann_threshold: int = Field(50_000, description="`auto` switches from exact to HNSW above this many chunks")
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
 
