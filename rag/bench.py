@@ -132,7 +132,6 @@ def scenario_index(env: dict) -> dict:
             store = IndexStore.load(settings.index_dir)
             texts = [embedding_text(c, settings.embed_title) for c in store.chunks]
             sentences = len(store.sentence_owner)
-            sentence_texts = [t for t in texts for _ in range(1)]
             started = time.perf_counter()
             embedder.model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
             bare_chunks_s = time.perf_counter() - started
@@ -142,7 +141,6 @@ def scenario_index(env: dict) -> dict:
                 "bare encode of the chunk texts (chunks/s)": round(len(texts) / bare_chunks_s, 1),
                 "texts embedded per second, pipeline": round((report.n_chunks + sentences) / report.seconds, 1),
             }
-            del sentence_texts
             bare_all = time.perf_counter()
             sentence_units = sentence_unit_texts(store, settings.embed_title)
             embedder.model.encode(texts + sentence_units, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
