@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +34,7 @@ NOT_NAMES = {"The", "A", "An", "I", "In", "On", "At", "As", "But", "And", "He", 
              "Are", "Can", "Could", "Will", "Would", "Has", "Have", "Had", "Apart", "Besides"}
 POSSESSIVE = re.compile(r"[’']s$")
 MAX_RANGE = 20
+UNIT_CACHE_SIZE = 20_000  # passage and sentence vectors kept between questions (about 30 MB at 384 dimensions)
 
 
 @dataclass
@@ -130,6 +133,8 @@ class GroundingChecker:
         self.embedder = embedder
         self.threshold = threshold
         self.coverage = coverage
+        self._unit_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # passage/sentence text -> its vector
+        self._unit_lock = threading.Lock()
 
     def check(self, parsed: ParsedAnswer, sources: list[Hit], attribute_uncited: bool = True) -> list[Citation]:
         """Fill `supported`/`reason` on each sentence; cite uncited sentences whose support is clear."""
@@ -138,8 +143,8 @@ class GroundingChecker:
                 s.supported, s.reason = False, "no sources"
             return []
         units, owner = self._source_units(sources)
-        vectors = self.embedder.encode_documents([s.text for s in parsed.sentences] + units)
-        sent_vecs, unit_vecs = vectors[: len(parsed.sentences)], vectors[len(parsed.sentences):]
+        sent_vecs = self.embedder.encode_documents([s.text for s in parsed.sentences])
+        unit_vecs = self._encode_units(units)
         similarity = sent_vecs @ unit_vecs.T  # sentence x unit
         best_by_source = np.full((len(parsed.sentences), len(sources)), -1.0)
         for u, src in enumerate(owner):
@@ -196,6 +201,21 @@ class GroundingChecker:
                 sentence.reason = f"citation added by the grounding check ({reason})"
                 return
         sentence.supported, sentence.reason = False, "cites no source and no source supports it"
+
+    def _encode_units(self, units: list[str]) -> np.ndarray:
+        """The same passages come back question after question: embed each passage and sentence once (LRU)."""
+        with self._unit_lock:
+            known = {u: self._unit_vectors[u] for u in units if u in self._unit_vectors}
+        missing = [u for u in dict.fromkeys(units) if u not in known]
+        if missing:
+            known |= dict(zip(missing, self.embedder.encode_documents(missing)))
+        with self._unit_lock:
+            for u in dict.fromkeys(units):
+                self._unit_vectors[u] = known[u]
+                self._unit_vectors.move_to_end(u)
+            while len(self._unit_vectors) > UNIT_CACHE_SIZE:
+                self._unit_vectors.popitem(last=False)
+        return np.stack([known[u] for u in units])
 
     @staticmethod
     def _source_units(sources: list[Hit]) -> tuple[list[str], list[int]]:

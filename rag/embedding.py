@@ -176,7 +176,8 @@ class Embedder:
             log.info("queries stay on sentence-transformers: %s", reason)
             return False
         tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.onnx_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.mkdir(exist_ok=True, mode=0o700)
         try:
             self._write_onnx(tmp)
             distance = self._onnx_distance(tmp, sample_texts)
@@ -188,6 +189,8 @@ class Embedder:
             return False
         meta = json.loads((tmp / "meta.json").read_text(encoding="utf-8")) | {"max_cosine_distance": distance}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        for f in tmp.iterdir():  # written by torch and tokenizers with the default mode
+            os.chmod(f, 0o600)
         os.replace(tmp, folder)
         self.__dict__.pop("onnx", None)
         return True

@@ -91,9 +91,9 @@ class LocalLLMServer:
 
     def _start(self, model: Path) -> None:
         log_path = self.settings.data_dir / "llama-server.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         log.info("starting the bundled LLM server on 127.0.0.1:%d with %s", self.port, model.name)
-        with open(log_path, "ab") as log_file:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
             self.process = subprocess.Popen(self.command(model), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         atexit.register(self.stop)
         deadline = time.monotonic() + self.settings.local_llm_startup_timeout

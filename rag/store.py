@@ -300,7 +300,7 @@ def write_version(
     hnsw_m: int = 32,
 ) -> Path:
     """Write a complete index version beside the current one, then switch `CURRENT` to it."""
-    index_dir.mkdir(parents=True, exist_ok=True)
+    index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
     tmp_dir.mkdir(mode=0o700)
@@ -339,6 +339,7 @@ def _write_bm25(path: Path, texts: list[str]) -> None:
     # bm25s needs at least one token overall; an empty corpus keeps an empty index.
     retriever.index(bm25_tokenize(texts) if texts else [[""]], show_progress=False)
     retriever.save(str(path), show_progress=False)
+    os.chmod(path, 0o700)
     for f in path.iterdir():
         os.chmod(f, 0o600)
 
@@ -357,7 +358,7 @@ def new_version_name() -> str:
 @contextlib.contextmanager
 def index_lock(index_dir: Path, wait: bool = False):
     """One writer at a time; a second `rag index` refuses clearly (or waits)."""
-    index_dir.mkdir(parents=True, exist_ok=True)
+    index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

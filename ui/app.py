@@ -10,8 +10,9 @@ import re
 import threading
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.routing import Mount
 
 from rag.errors import RagError
 from rag.feedback import FeedbackStore
@@ -162,8 +163,19 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
     settings = pipeline.settings
     feedback = feedback or FeedbackStore(settings.data_dir / "feedback.sqlite")
     api = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    mounted: list = []  # the Gradio app, once mounted: its login sessions guard these pages too
 
-    @api.get("/article/{doc_id}", response_class=HTMLResponse)
+    def logged_in(request: Request) -> None:
+        """Gradio's login only guards Gradio's routes; with RAG_AUTH the article and trace pages need the same session."""
+        gradio_app = mounted[0] if mounted else None
+        if gradio_app is None or gradio_app.auth is None:
+            return
+        cookie = f"access-token-{gradio_app.cookie_id}"
+        token = request.cookies.get(cookie) or request.cookies.get(cookie.replace("access-token-", "access-token-unsecure-"))
+        if gradio_app.tokens.get(token) is None:
+            raise HTTPException(status_code=401, detail="log in on the chat page first")
+
+    @api.get("/article/{doc_id}", response_class=HTMLResponse, dependencies=[Depends(logged_in)])
     def article(doc_id: str, chunk: str | None = None):
         doc = pipeline.store.documents.get(doc_id)  # only indexed documents, looked up by id: never a path
         if doc is None:
@@ -172,7 +184,7 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
         page = render.article_page(doc, passage.start if passage else None, passage.end if passage else None)
         return HTMLResponse(page, headers=SECURITY_HEADERS)
 
-    @api.get("/trace/{answer_id}.json")
+    @api.get("/trace/{answer_id}.json", dependencies=[Depends(logged_in)])
     def trace(answer_id: str):
         record = feedback.trace(answer_id) if ANSWER_ID.match(answer_id) else None
         if record is None:
@@ -185,8 +197,10 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
     if secret and ":" not in secret:
         raise RagError("RAG_AUTH must be user:password")
     auth = tuple(secret.split(":", 1)) if secret else None
-    return gr.mount_gradio_app(api, blocks, path="", auth=auth, css=CSS, server_name=settings.host, server_port=settings.port,
-                               footer_links=["api"], show_error=True)
+    app = gr.mount_gradio_app(api, blocks, path="", auth=auth, css=CSS, server_name=settings.host, server_port=settings.port,
+                              footer_links=["api"], show_error=True)
+    mounted.extend(route.app for route in app.routes if isinstance(route, Mount))
+    return app
 
 
 def start_llm_in_background(pipeline: Pipeline) -> None:
