@@ -85,8 +85,11 @@ class LocalLLMServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--n_ctx", str(self.settings.llm_context_tokens),
-            # llama-cpp-python defaults to half the cores; prompt processing is the bottleneck here.
-            "--n_threads", str(os.cpu_count() or 2),
+            # Prompt processing (the bottleneck here) on every core; generation on half of them, llama.cpp's
+            # default: its threads spin-wait on each other every token, and on all cores, beside the app's own
+            # work, one token took seconds instead of milliseconds.
+            "--n_threads", str(max(1, (os.cpu_count() or 2) // 2)),
+            "--n_threads_batch", str(os.cpu_count() or 2),
         ]
 
     def _start(self, model: Path) -> None:

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import SEEDS_DIR
-from llm_servers import Reply, local_llm, pipeline_for, scripted_llm  # noqa: F401
+from llm_servers import local_llm, pipeline_for, scripted_llm  # noqa: F401
 from rag.chunking import Chunker, ChunkerConfig, sentence_spans
 from rag.citations import parse_citations
 from rag.cleaning import clean_text

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from conftest import SEEDS_DIR
-from llm_servers import Cut, Fail, Reply, Sleep, free_port, pipeline_for, scripted_llm, scripted_pipeline  # noqa: F401
+from llm_servers import Cut, Fail, Reply, Sleep, free_port, scripted_llm, scripted_pipeline  # noqa: F401
 from rag.pipeline import Pipeline
 from rag.store import CURRENT, IndexStore, index_lock
 
 ROOT = Path(__file__).resolve().parents[1]
-RAG = Path(sys.executable).with_name("rag")
+RAG = [sys.executable, "-m", "rag"]  # `python -m rag`, as a user of the checkout runs it
 QUESTION = "How much money did Russia promise to lend Belarus?"
 LOAN_SENTENCE = "Russia would extend Belarus a government loan of $1.5 billion"
 LLM_TIMEOUT = 2.0
@@ -37,13 +37,13 @@ def rag_env(**env: str) -> dict[str, str]:
 
 
 def run_rag(args: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(RAG), *args], cwd=cwd, env=rag_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*RAG, *args], cwd=cwd, env=rag_env(**env), capture_output=True, text=True, timeout=timeout)
 
 
 def start_rag(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     """`rag` started in the background; `process.started` is its launch time (time.monotonic)."""
     started = time.monotonic()
-    process = subprocess.Popen([str(RAG), *args], cwd=cwd, env=rag_env(**env), stdout=subprocess.PIPE,
+    process = subprocess.Popen([*RAG, *args], cwd=cwd, env=rag_env(**env), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     process.started = started
     return process
@@ -186,7 +186,7 @@ def building_folders(index_dir: Path) -> list[str]:
     return [p.name for p in index_dir.iterdir() if p.name.startswith(".building-")]
 
 
-def kill_when(process: subprocess.Popen, ready, deadline_s: float = 180.0) -> bool:
+def kill_when(process: subprocess.Popen, ready, deadline_s: float = 180.0, poll_s: float = 0.0005) -> bool:
     """SIGKILL the process as soon as `ready()` is true; False if it ended first."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -196,7 +196,7 @@ def kill_when(process: subprocess.Popen, ready, deadline_s: float = 180.0) -> bo
             return True
         if process.poll() is not None:
             return False
-        time.sleep(0.0005)
+        time.sleep(poll_s)
     process.kill()
     raise AssertionError("`rag index` neither started writing nor ended in time")
 
@@ -239,12 +239,13 @@ def test_indexing_killed_while_writing_keeps_the_previous_index(good_index, tmp_
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     runs = []
+    slowdown = 4 / (os.cpu_count() or 1)  # four runs at once share the CPUs: each takes longer than the lone one
     for n in range(3):
         copy = tmp_path / f"index-{n}"
         shutil.copytree(good, copy)
-        runs.append((rng.uniform(0.2, until_write * 1.1), copy, attempt(copy)))
+        runs.append((rng.uniform(0.2, until_write * max(1.0, slowdown) * 1.1), copy, attempt(copy)))
     for delay, copy, process in sorted(runs, key=lambda run: run[0]):
-        ended_first = not kill_when(process, lambda: time.monotonic() - process.started >= delay)
+        ended_first = not kill_when(process, lambda: time.monotonic() - process.started >= delay, poll_s=0.005)
         store = assert_loads_and_answers(copy, embedder, pipeline)
         if store.manifest.version != good_version:  # the run got past the switch before the kill
             assert NEW_DOC in store.documents, f"seed {seed}, delay {delay:.2f}s"

@@ -65,7 +65,7 @@ def test_the_key_is_not_printed_by_rag_ask(cli_root, tmp_path, scripted_llm, sce
     env = {"OPENAI_API_KEY": CANARY, "OPENAI_BASE_URL": scripted_llm.base_url, "RAG_INDEX_DIR": str(cli_root / "index"),
            "RAG_LLM_TIMEOUT": str(LLM_TIMEOUT), "RAG_LLM_MAX_RETRIES": "0", "RAG_DATA_DIR": str(tmp_path / "data")}
     runs = [["ask", QUESTION, "--json"], ["-v", "ask", QUESTION]]  # JSON, and the streamed answer with INFO logging
-    processes = [subprocess.Popen([str(RAG), *args], cwd=tmp_path, env=rag_env(**env), stdout=subprocess.PIPE,
+    processes = [subprocess.Popen([*RAG, *args], cwd=tmp_path, env=rag_env(**env), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT) for args in runs]
     outputs = [p.communicate(timeout=120)[0] for p in processes]
     for args, process, output in zip(runs, processes, outputs):
@@ -206,7 +206,7 @@ def test_rag_ui_listens_on_the_loopback_only(cli_root, tmp_path, scripted_llm):
     port = free_port()
     env = {"RAG_INDEX_DIR": str(cli_root / "index"), "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_PORT": str(port),
            "RAG_MODE": "extractive", "OPENAI_BASE_URL": scripted_llm.base_url}
-    process = subprocess.Popen([str(RAG), "ui"], cwd=tmp_path, env=rag_env(**env), stdout=subprocess.PIPE,
+    process = subprocess.Popen([*RAG, "ui"], cwd=tmp_path, env=rag_env(**env), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
