@@ -25,10 +25,12 @@ class Candidate:
     score: float
 
 
-def lexical_overlap(question_terms: set[str], sentence: str) -> float:
+def lexical_overlap(question_terms: set[str], sentence: str | list[str]) -> float:
+    """Share of the question's terms in the sentence (given as text, or already tokenised)."""
     if not question_terms:
         return 0.0
-    return len(question_terms & set(bm25_tokenize([sentence])[0])) / len(question_terms)
+    terms = bm25_tokenize([sentence])[0] if isinstance(sentence, str) else sentence
+    return len(question_terms & set(terms)) / len(question_terms)
 
 
 class ExtractiveAnswerer:
@@ -62,11 +64,12 @@ class ExtractiveAnswerer:
         if missing:
             for i, v in zip(missing, self.embedder.encode_documents([pieces[i][1] for i in missing])):
                 vectors[i] = v
-        terms = set(bm25_tokenize([question])[0])
+        question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
+        terms = set(question_terms)
         kind = expected_answer_type(question)
         scores = [
-            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, s) + TYPE_BONUS * has_answer_type(s, kind, question)
-            for v, (_, s) in zip(vectors, pieces)
+            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * has_answer_type(s, kind, question)
+            for v, st, (_, s) in zip(vectors, sentence_terms, pieces)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
         return [Candidate(pieces[i][0], pieces[i][1], scores[i]) for i in order]

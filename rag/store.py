@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -39,12 +40,16 @@ def _bm25s():
     return bm25s
 
 
-def bm25_tokenize(texts: list[str]):
+@functools.lru_cache(maxsize=1)
+def _stemmer():
     import Stemmer
 
-    bm25s = _bm25s()
+    return Stemmer.Stemmer("english")
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), return_ids=False, show_progress=False)
+
+def bm25_tokenize(texts: list[str]):
+    """Lower-cased, stop-worded, stemmed tokens: the same analysis for the index, queries and checks."""
+    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
 
 
 def bm25_text(chunk: Chunk) -> str:
