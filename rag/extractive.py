@@ -16,6 +16,7 @@ from rag.store import bm25_tokenize
 
 LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
 TYPE_BONUS = 0.1  # a sentence holding the kind of answer asked for (a number for "how many")
+NEAR_BEST = 3  # the sentences scoring within the margin of the best one that count as the evidence
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Candidate:
     source: int  # 1-based source number
     text: str
     score: float
+    typed: bool = True  # holds the kind of answer the question asks for (always, when it asks for none)
 
 
 def lexical_overlap(question_terms: set[str], sentence: str | list[str]) -> float:
@@ -67,16 +69,24 @@ class ExtractiveAnswerer:
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         terms = set(question_terms)
         kind = expected_answer_type(question)
+        typed = [has_answer_type(s, kind, question) for _, s in pieces]
         scores = [
-            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * has_answer_type(s, kind, question)
-            for v, st, (_, s) in zip(vectors, sentence_terms, pieces)
+            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * t
+            for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [Candidate(pieces[i][0], pieces[i][1], scores[i]) for i in order]
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i]) for i in order]
 
-    def answer(self, candidates: list[Candidate]) -> list[Sentence]:
+    def near_best(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The few sentences close enough to the best one to be the answer: the evidence refusal reads."""
         if not candidates:
             return []
-        best = candidates[0].score
-        chosen = [c for c in candidates[: self.max_sentences] if c.score >= best - self.margin]
+        return [c for c in candidates[:NEAR_BEST] if c.score >= candidates[0].score - self.margin]
+
+    def answer(self, candidates: list[Candidate]) -> list[Sentence]:
+        window = self.near_best(candidates)
+        chosen = window[: self.max_sentences]
+        holding = next((c for c in window if c.typed), None)
+        if holding is not None and holding not in chosen:
+            chosen = [*chosen[:-1], holding]  # the sentence stating the number/date asked for must be in the answer
         return [Sentence(text=c.text, citations=[c.source], supported=True, reason="quoted from the source") for c in chosen]

@@ -38,7 +38,6 @@ MODEL_REFUSAL = re.compile(
     r"|not enough information",
     re.I,
 )
-EVIDENCE_SENTENCES = 2  # the best candidate sentence(s) the refusal check reads
 # Control characters, and lone surrogates (undecodable bytes in argv arrive as these; tokenizers reject them).
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -182,7 +181,8 @@ class Pipeline:
             yield Event("notice", trace["notice"])
 
         candidates = self.extractive.rank(standalone, hits)
-        decision = assess(standalone, hits, [c.text for c in candidates[:EVIDENCE_SENTENCES]], self.settings.min_relevance)
+        evidence = [c.text for c in self.extractive.near_best(candidates)]
+        decision = assess(standalone, hits, evidence, self.settings.min_relevance, self.embedder.encode_documents)
         if decision.refuse:
             trace["refusal_reason"] = decision.reason
             answer = Answer(question, NOT_FOUND, mode, True, hits, notice=trace.get("notice"), trace=trace)
@@ -233,6 +233,12 @@ class Pipeline:
             }
         trace |= {"usage": gen.usage, "raw_answer": gen.text, "finish_reason": gen.finish_reason}
         if is_model_refusal(gen.text):
+            if self._verify_model_refusal:
+                # The evidence check already passed: a small model's "not covered" is less reliable than it.
+                notice = "The model said the articles do not cover this, but these passages match the question: check them."
+                trace["notice"] = notice
+                yield Event("notice", notice)
+                return self._extractive_answer(question, hits, candidates, "llm", trace)
             trace["refusal_reason"] = "the model said the sources do not cover it"
             return Answer(question, NOT_FOUND, "llm", True, hits, trace=trace)
         parsed = parse_citations(gen.text, len(prompt.sources))
@@ -244,6 +250,12 @@ class Pipeline:
             yield Event("notice", notice)
             return self._extractive_answer(question, hits, candidates, "llm", trace)
         return Answer(question, render_answer(parsed.sentences), "llm", False, hits, citations, parsed.sentences, trace=trace)
+
+    @property
+    def _verify_model_refusal(self) -> bool:
+        if self.settings.model_refusal == "auto":
+            return self.uses_local_llm and not self.settings.local_gguf
+        return self.settings.model_refusal == "verify"
 
     @property
     def _compress_context(self) -> bool:

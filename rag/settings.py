@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     llm_sources: int = Field(3, description="how many of the retrieved passages go into the prompt")
     require_support: bool = Field(True, description="quote the passages instead when no sentence of the model's answer is supported")
     fallback_extractive: bool = Field(True, description="answer extractively, with a notice, when the LLM endpoint fails")
+    model_refusal: Literal["auto", "trust", "verify"] = Field(
+        "auto", description="verify: when the evidence check found the answer but the model says the sources do not "
+        "cover it, quote the passages with a notice instead of refusing (auto: verify for the bundled small model)"
+    )
 
     # LLM endpoint (standard OpenAI variable names)
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"))

@@ -34,6 +34,14 @@ def test_answer_keeps_close_runners_up_only():
     assert answerer.answer([]) == []
 
 
+def test_answer_brings_in_the_near_sentence_that_states_what_was_asked():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.12)
+    ranked = [Candidate(1, "He met Putin in Sochi.", 0.9, typed=False), Candidate(2, "Sochi is on the Black Sea.", 0.85, typed=False),
+              Candidate(2, "Lukashenko, 66, flew in.", 0.8, typed=True), Candidate(3, "He is 66.", 0.5, typed=True)]
+    assert [s.text for s in answerer.answer(ranked)] == ["He met Putin in Sochi.", "Lukashenko, 66, flew in."]
+    assert [c.text for c in answerer.near_best(ranked)] == [c.text for c in ranked[:3]]  # the fourth is too far behind
+
+
 @pytest.mark.integration
 def test_rank_numbers_sources_from_one_and_skips_duplicates_and_fragments(embedder):
     hits = [

@@ -134,6 +134,23 @@ def test_model_saying_the_articles_do_not_cover_it_is_a_refusal(scripted_pipelin
     assert answer.trace["refusal_reason"] == "the model said the sources do not cover it"
 
 
+def test_a_model_refusal_can_be_verified_against_the_evidence(scripted_pipeline, scripted_llm):
+    scripted_llm.reply(REFUSAL_TEXT)
+    events, answer = run(scripted_pipeline(model_refusal="verify"), LOAN_QUESTION)
+    assert not answer.refused and answer.trace["answered_by"] == "extractive"
+    assert "the model said the articles do not cover this" in answer.trace["notice"].lower()
+    assert [e.data for e in events if e.kind == "notice"] == [answer.trace["notice"]]
+    assert LOAN_SENTENCE in answer.sentences[0].text
+    check_markers(answer)
+
+
+def test_a_verified_model_refusal_still_refuses_when_the_evidence_fails(scripted_pipeline, scripted_llm):
+    scripted_llm.reply(REFUSAL_TEXT)  # never asked: the evidence check refuses first
+    _, answer = run(scripted_pipeline(model_refusal="verify"), "How much does Belarus pay Russia for natural gas?")
+    assert answer.refused and answer.trace["refusal_reason"] == "no passage states the number the question asks for"
+    assert "raw_answer" not in answer.trace
+
+
 def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline, scripted_llm):
     invented = "Russia will give Belarus 40 fighter jets in 2025 [1]."
     scripted_llm.reply(invented)

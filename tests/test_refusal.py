@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.pipeline import EVIDENCE_SENTENCES, NOT_FOUND
+from rag.pipeline import NOT_FOUND
 from rag.records import Chunk, Hit
-from rag.refusal import assess, expected_answer_type, has_answer_type, metadata_text, question_facts_missing
+from rag.refusal import about_the_focus, assess, expected_answer_type, focus_words, has_answer_type, metadata_text, question_facts_missing
 
 
 def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str | None = None) -> Hit:
@@ -23,6 +23,7 @@ def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str
     ("When did Mishustin arrive in Minsk?", "date"),
     ("In what year did the protests start?", "date"),
     ("On what date was the election?", "date"),
+    ("How old was Lukashenko in 2020?", "age"),
     ("Who is Dmitri Trenin?", None),
     ("Where did Putin and Lukashenko meet?", None),
     ("Why did Lukashenko go to Sochi?", None),
@@ -42,6 +43,9 @@ def test_expected_answer_type(question, kind):
     ("Mishustin arrived on Thursday.", "date", True),
     ("The vote took place in 2020.", "date", True),
     ("Mishustin arrived in Minsk.", "date", False),
+    ("Lukashenko, 66, has had a volatile relationship with Moscow.", "age", True),
+    ("The 66-year-old leader flew to Sochi.", "age", True),
+    ("Lukashenko has ruled for 26 years.", "age", False),
     ("Anything at all.", None, True),
 ])
 def test_has_answer_type(sentence, kind, holds):
@@ -83,12 +87,34 @@ def test_the_answer_type_must_appear_in_a_candidate_sentence():
     assert not assess("How much will Russia lend Belarus?", hits, ["Russia would lend Belarus $1.5 billion."], 0.3).refuse
 
 
+def test_focus_words_are_the_content_words_besides_names_and_question_form():
+    assert focus_words("How many officers were in the reserve group created for Belarus?") == ["created", "group", "officers", "reserve"]
+    assert focus_words("How much did Putin pay?") == ["pay"]
+
+
+@pytest.mark.integration
+def test_an_amount_stated_with_a_synonym_is_about_the_focus(embedder):
+    assert about_the_focus(["lend"], "Russia extends Belarus a loan of $1.5 billion.", embedder.encode_documents)
+    assert not about_the_focus(["lend"], "Russia extends Belarus a loan of $1.5 billion.", None)  # stems differ
+    assert not about_the_focus(["gas", "pay"], "Belarus asked Russia to reschedule $1 billion in debt.", embedder.encode_documents)
+
+
+def test_a_number_on_another_subject_is_not_the_answer():
+    question = "How many officers were in the reserve group Russia created for Belarus?"
+    hits = [hit("Russia created a reserve group of officers for Belarus. Moscow has offered Minsk billions of dollars in loans.")]
+    evidence = ["Russia created a reserve group of officers.", "Moscow has offered Minsk billions of dollars in loans."]
+    decision = assess(question, hits, evidence, 0.3)
+    assert decision.refuse and decision.reason == "no passage states the number the question asks for"
+    assert not assess(question, hits, ["The reserve group has 500 officers."], 0.3).refuse
+
+
 # ---- on the seed index ----------------------------------------------------------------------------
 def decide(pipeline, question: str):
     """The pipeline's own refusal step: retrieve, rank candidate sentences, assess."""
     hits = pipeline.search(question)
     candidates = pipeline.extractive.rank(question, hits)
-    return assess(question, hits, [c.text for c in candidates[:EVIDENCE_SENTENCES]], pipeline.settings.min_relevance)
+    evidence = [c.text for c in pipeline.extractive.near_best(candidates)]
+    return assess(question, hits, evidence, pipeline.settings.min_relevance, pipeline.embedder.encode_documents)
 
 
 @pytest.mark.integration
@@ -96,6 +122,10 @@ def decide(pipeline, question: str):
     ("What was Belarus's GDP growth in 2020?", "GDP"),
     ("Who won the 2024 Belarusian election?", "2024"),
     ("Who is Angela Merkel?", "Merkel"),
+    # the articles hold a number near the topic, but not the one asked for
+    ("How many officers were in the reserve group of Russian law enforcement created for Belarus?", "number"),
+    ("How much does Belarus pay Russia for natural gas?", "number"),
+    ("What was the official voter turnout in the August 2020 Belarusian presidential election?", "percent"),
     ("What is the best recipe for chocolate cake?", "RAG_MIN_RELEVANCE"),
 ])
 def test_unanswerable_questions_are_refused_with_a_reason(pipeline, question, named):
@@ -111,6 +141,8 @@ def test_unanswerable_questions_are_refused_with_a_reason(pipeline, question, na
     "Where did Putin and Lukashenko meet?",
     "How many people protested in Minsk?",
     "What did Dmitri Trenin say?",
+    "How old was Lukashenko at the time of the September 2020 Sochi talks?",
+    "What share of the vote does Tsikhanouskaya claim she actually won?",
 ])
 def test_answerable_questions_are_not_refused(pipeline, question):
     decision = decide(pipeline, question)
@@ -124,3 +156,10 @@ def test_the_pipeline_refuses_with_the_sources_still_listed(pipeline):
     assert answer.citations == [] and answer.sentences == []
     assert len(answer.sources) == pipeline.settings.top_k
     assert answer.trace["refusal_reason"] == "the articles never mention GDP"
+
+
+@pytest.mark.integration
+def test_the_extractive_answer_holds_the_age_asked_for(pipeline):
+    answer = pipeline.ask("How old was Lukashenko at the time of the September 2020 Sochi talks?", mode="extractive")
+    assert not answer.refused
+    assert any("Lukashenko, 66," in s.text for s in answer.sentences)
