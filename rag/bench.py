@@ -178,42 +178,41 @@ def synthetic_corpus(folder: Path, passages: int) -> Path:
 
 
 def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
-    """An index of n passages (random unit vectors, synthetic text) plus one real article: only it is embedded."""
+    """One article added to an index of n passages: real article files, vectors faked as random unit vectors
+    (embedding n passages would take hours here); only the new article may be embedded."""
+    from rag.chunking import Chunker, ChunkerConfig
     from rag.embedding import Embedder
-    from rag.indexing import build_index
-    from rag.records import Chunk, Document
+    from rag.indexing import build_index, choose_index_type
+    from rag.ingest import load_documents
     from rag.settings import Settings
     from rag.store import Manifest, Vectors, library_versions, write_version
 
-    rng = np.random.default_rng(0)
-    settings = Settings(_env_file=None, seeds_dir=tmp / "empty-seeds", index_dir=tmp / "index-100k")
-    settings.seeds_dir.mkdir(exist_ok=True)
+    corpus = synthetic_corpus(tmp / "corpus-100k", n)
+    settings = Settings(_env_file=None, seeds_dir=corpus, index_dir=tmp / "index-100k", sentence_vectors=False)
     embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
-    docs, chunks = [], []
-    words = "Belarus Russia Minsk Moscow loan protest election sanctions Kremlin opposition".split()
-    for d in range(n // 10):
-        text = " ".join(rng.choice(words, 60))
-        doc = Document(f"bulk_{d:06d}", text, title=f"Bulk {d}", source_path=None)
-        docs.append(doc)
-        chunks += [Chunk(f"{d:06d}{k:04d}abcdef", doc.doc_id, k, text, 0, len(text), doc.title) for k in range(10)]
-    vectors = rng.standard_normal((len(chunks), 384)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    from rag.chunking import ChunkerConfig
-
+    docs = load_documents([corpus]).documents
     config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-    manifest = Manifest(settings.embedding_model, 384, {"max_tokens": config.max_tokens, "overlap_tokens": config.overlap_tokens,
-                        "signature": config.signature(), "embed_title": settings.embed_title},
-                        {d.doc_id: d.content_hash for d in docs}, "flat", len(chunks), "bench", library_versions(),
+    chunker = Chunker(embedder.tokenizer, config)
+    chunks = [c for d in docs for c in chunker.chunk(d)]
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((len(chunks), embedder.dimension)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index_type = choose_index_type(settings, len(chunks))
+    manifest = Manifest(settings.embedding_model, embedder.dimension,
+                        {**config.__dict__, "signature": config.signature(), "embed_title": settings.embed_title},
+                        {d.doc_id: d.content_hash for d in docs}, index_type, len(chunks), "bench", library_versions(),
                         "v-bench-0", sentence_vectors=False)
-    settings = settings.with_overrides(sentence_vectors=False)
-    write_version(settings.index_dir, manifest, docs, chunks, Vectors(vectors, np.zeros((0, 384), np.float32), np.zeros(0, np.int64)), "flat")
-    # Documents with no source file are kept: they stand for an already indexed collection.
-    article = next(seeds.glob("*.txt"))
+    empty = np.zeros((0, embedder.dimension), np.float32)
+    write_version(settings.index_dir, manifest, docs, chunks, Vectors(vectors, empty, np.zeros(0, np.int64)), settings.hnsw)
+    article = tmp / "new-article.txt"
+    shutil.copy(next(seeds.glob("*.txt")), article)
     embedder.encode_documents(["warm up"])
     started = time.perf_counter()
     report = build_index(settings, embedder, extra_paths=[article])
-    return {"passages before": len(chunks), "seconds": round(time.perf_counter() - started, 2),
-            "chunks embedded": report.embedded_chunks, "note": "existing passages: synthetic text, random unit vectors"}
+    seconds = time.perf_counter() - started
+    return {"passages before": len(chunks), "passages after": report.n_chunks, "index type": index_type,
+            "seconds": round(seconds, 2), "chunks embedded": report.embedded_chunks,
+            "note": "existing passages: real files of reshuffled seed paragraphs, random unit vectors, no sentence vectors"}
 
 
 def scenario_retrieval(env: dict) -> dict:

@@ -75,46 +75,58 @@ def build_index(
         report = IndexReport(skipped=loaded.skipped)
         reusable = _reusable(previous, settings, config)
 
-        chunks: list[Chunk] = []
-        reused_rows: list[int | None] = []  # per chunk: its row in the previous index, or None if new
+        kept_rows: list[int] = []  # rows of the previous index that stay
+        new_chunks: list[Chunk] = []
         chunker = None  # built on first use: an unchanged corpus needs no tokenizer
         for doc in loaded.documents:
             old_hash = previous.manifest.documents.get(doc.doc_id) if previous else None
             if reusable and old_hash == doc.content_hash:
-                for row in reusable[doc.doc_id]:
-                    chunks.append(previous.chunks[row])
-                    reused_rows.append(row)
+                kept_rows.extend(reusable[doc.doc_id])
                 report.unchanged.append(doc.doc_id)
                 continue
             (report.changed if old_hash else report.added).append(doc.doc_id)
             chunker = chunker or Chunker(embedder.tokenizer, config)
-            new_chunks = chunker.chunk(doc)
-            chunks.extend(new_chunks)
-            reused_rows.extend([None] * len(new_chunks))
+            new_chunks.extend(chunker.chunk(doc))
+        # Kept chunks first, in their old order, then the new ones: adding an article appends
+        # to the previous index, so its vector index can be extended instead of rebuilt.
+        kept_rows.sort()
+        chunks = [previous.chunks[row] for row in kept_rows] + new_chunks
+        reused_rows: list[int | None] = [*kept_rows, *[None] * len(new_chunks)]
         if previous:
             present = {d.doc_id for d in loaded.documents}
             report.removed = sorted(set(previous.manifest.documents) - present)
 
         vectors = _vectors(embedder, settings, chunks, reused_rows, previous, progress)
+        index_type = choose_index_type(settings, len(chunks))
         manifest = Manifest(
             embedding_model=settings.embedding_model,
             dimension=embedder.dimension,
             chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
             documents={d.doc_id: d.content_hash for d in loaded.documents},
-            index_type=choose_index_type(settings, len(chunks)),
+            index_type=index_type,
             n_chunks=len(chunks),
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             versions=library_versions(),
             version=new_version_name(),
             sentence_vectors=settings.sentence_vectors,
         )
-        write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, manifest.index_type, settings.hnsw_m)
+        appended_to = previous if _is_append(previous, kept_rows, index_type) else None
+        write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, settings.hnsw, appended_to)
         embedder.export_onnx([embedding_text(c, settings.embed_title) for c in chunks[:64]])
         report.embedded_chunks = reused_rows.count(None)
         report.n_chunks = len(chunks)
         report.version = manifest.version
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _is_append(previous: IndexStore | None, kept_rows: list[int], index_type: str) -> bool:
+    """Every previous chunk is kept, in place, under the same index type: only new rows need adding."""
+    return (
+        previous is not None
+        and previous.manifest.index_type == index_type
+        and len(kept_rows) == len(previous.chunks)  # kept_rows is sorted and distinct
+    )
 
 
 def _sentence_texts(chunk: Chunk, with_title: bool) -> list[str]:
@@ -137,8 +149,8 @@ def _vectors(embedder, settings, chunks, reused_rows, previous, progress) -> Vec
 
     chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
     chunk_vectors[new_rows] = fresh[: len(texts)]
-    sentence_blocks = [fresh[len(texts):]]
-    owner_blocks = [np.asarray(new_sentence_owner, dtype=np.int64)]
+    sentence_blocks: list[np.ndarray] = []
+    owner_blocks: list[np.ndarray] = []
     old_rows = {old: new for new, old in enumerate(reused_rows) if old is not None}
     if old_rows:
         old, new = np.fromiter(old_rows, dtype=np.int64), np.fromiter(old_rows.values(), dtype=np.int64)
@@ -149,6 +161,8 @@ def _vectors(embedder, settings, chunks, reused_rows, previous, progress) -> Vec
             remap[old] = new
             sentence_blocks.append(np.asarray(previous.sentence_vectors[keep]))
             owner_blocks.append(remap[np.asarray(previous.sentence_owner[keep])])
+    sentence_blocks.append(fresh[len(texts):])  # after the kept ones, as the chunks are
+    owner_blocks.append(np.asarray(new_sentence_owner, dtype=np.int64))
     return Vectors(
         chunks=chunk_vectors,
         sentences=np.concatenate(sentence_blocks).astype(np.float32).reshape(-1, dim),

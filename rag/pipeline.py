@@ -85,7 +85,7 @@ class Pipeline:
 
     @cached_property
     def store(self) -> IndexStore:
-        return IndexStore.load(self.settings.index_dir, expected_model=self.settings.embedding_model)
+        return IndexStore.load(self.settings.index_dir, self.settings.embedding_model, self.settings.hnsw_ef_search)
 
     @cached_property
     def retriever(self) -> HybridRetriever:

@@ -137,3 +137,9 @@ class Answer:
             "sources": [h.to_json(i) for i, h in enumerate(self.sources, 1)],
             "trace": self.trace,
         }
+
+
+@dataclass(frozen=True)
+class HnswConfig:
+    m: int = 32  # graph degree
+    ef_construction: int = 80  # build-time search breadth: a better graph for a slower build

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.records import HnswConfig
+
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -39,7 +41,12 @@ class Settings(BaseSettings):
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
     ann_threshold: int = Field(50_000, description="`auto` switches from exact to HNSW above this many chunks")
     hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128
+
+    @property
+    def hnsw(self) -> HnswConfig:
+        return HnswConfig(self.hnsw_m, self.hnsw_ef_construction)
 
     # Retrieval
     top_k: int = 5

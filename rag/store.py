@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import IndexCorruptError, IndexLockedError, IndexMissingError, ModelMismatchError
-from rag.records import Chunk, Document
+from rag.records import Chunk, Document, HnswConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,18 @@ class Manifest:
     format: int = FORMAT
 
 
-def build_dense_index(vectors: np.ndarray, index_type: str, hnsw_m: int = 32):
+def build_dense_index(vectors: np.ndarray, index_type: str, hnsw: HnswConfig = HnswConfig(), base=None):
+    """A FAISS index over `vectors`. `base`, an index already holding the first rows, is extended instead."""
     import faiss
 
-    dim = vectors.shape[1]
-    if index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-    else:
-        index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    index = base
+    if index is None and index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = hnsw.ef_construction
+    elif index is None:
+        index = faiss.IndexFlatIP(vectors.shape[1])
+    if len(vectors) > index.ntotal:
+        index.add(np.ascontiguousarray(vectors[index.ntotal :], dtype=np.float32))
     return index
 
 
@@ -127,16 +128,18 @@ def library_versions() -> dict[str, str]:
 class IndexStore:
     """A loaded, read-only index version."""
 
-    def __init__(self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk]):
+    def __init__(
+        self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk], ef_search: int = 128
+    ):
         self.path = path
         self.manifest = manifest
         self.documents = documents
         self.chunks = chunks
-        self.ef_search = 128
+        self.ef_search = ef_search  # HNSW search breadth: recall against latency
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, index_dir: Path, expected_model: str | None = None) -> IndexStore:
+    def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 128) -> IndexStore:
         version_dir = current_version_dir(index_dir)
         manifest = _read_manifest(version_dir / "manifest.json")
         if expected_model and manifest.embedding_model != expected_model:
@@ -153,7 +156,7 @@ class IndexStore:
             raise IndexCorruptError(
                 f"{version_dir / 'chunks.jsonl'}: {len(chunks)} chunks, manifest says {manifest.n_chunks}; {REBUILD_HINT}"
             )
-        store = cls(version_dir, manifest, documents, chunks)
+        store = cls(version_dir, manifest, documents, chunks, ef_search)
         store._check_files()
         return store
 
@@ -301,10 +304,13 @@ def write_version(
     documents: list[Document],
     chunks: list[Chunk],
     vectors: Vectors,
-    index_type: str,
-    hnsw_m: int = 32,
+    hnsw: HnswConfig = HnswConfig(),
+    appended_to: IndexStore | None = None,
 ) -> Path:
-    """Write a complete index version beside the current one, then switch `CURRENT` to it."""
+    """Write a complete index version beside the current one, then switch `CURRENT` to it.
+
+    `appended_to`: the previous version, when its rows are the first rows of this one; its vector
+    indexes are extended rather than rebuilt (an HNSW graph of 100,000 passages takes minutes)."""
     index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
@@ -312,11 +318,14 @@ def write_version(
     private_write(tmp_dir / "documents.jsonl", jsonl_bytes(d.to_dict() for d in documents))
     private_write(tmp_dir / "chunks.jsonl", jsonl_bytes(asdict(c) for c in chunks))
     _save_npy(tmp_dir / "vectors.npy", vectors.chunks)
-    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw_m))
+    index_type = manifest.index_type
+    base = appended_to.dense if appended_to else None
+    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw, base))
     if manifest.sentence_vectors:
         _save_npy(tmp_dir / "sentence_vectors.npy", vectors.sentences)
         _save_npy(tmp_dir / "sentence_owner.npy", vectors.sentence_owner)
-        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw_m))
+        base = appended_to.sentence_dense if appended_to else None
+        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw, base))
     _write_bm25(tmp_dir / "bm25", [bm25_text(c) for c in chunks])
     private_write(tmp_dir / "manifest.json", json.dumps(asdict(manifest), indent=2).encode("utf-8"))
     os.replace(tmp_dir, version_dir)

@@ -197,3 +197,51 @@ def test_missing_seeds_folder_is_a_clear_error(tmp_path, embedder, make_settings
     with pytest.raises(RagError) as info:
         build_index(settings, embedder)
     assert "no-such-folder" in str(info.value) and "not found" in str(info.value)
+
+
+# ---- large collections: HNSW ---------------------------------------------------------------------
+def test_above_the_threshold_auto_builds_hnsw_with_the_configured_breadth(settings, embedder):
+    from rag.pipeline import Pipeline
+
+    small = settings.with_overrides(ann_threshold=10, hnsw_ef_search=77)
+    build_index(small, embedder, rebuild=True)
+    pipeline = Pipeline(small)
+    assert pipeline.store.manifest.index_type == "hnsw"
+    assert pipeline.store.dense.hnsw.efSearch == 77 and pipeline.store.sentence_dense.hnsw.efSearch == 77
+    # on a collection this small the graph search finds what exact search finds
+    exact = HybridRetriever(IndexStore.load(settings.index_dir), embedder, settings)
+    question = "Who is Dmitri Trenin?"
+    assert [h.chunk.chunk_id for h in pipeline.search(question, method="dense")] == [
+        h.chunk.chunk_id for h in exact.search(question, method="dense")]
+
+
+def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(settings, embedder, tmp_path, monkeypatch):
+    import rag.store
+
+    hnsw = settings.with_overrides(index_type="hnsw")
+    build_index(hnsw, embedder, rebuild=True)
+    before = IndexStore.load(settings.index_dir)
+    extended = []
+    real = rag.store.build_dense_index
+
+    def spy(vectors, index_type, config, base=None):
+        extended.append(None if base is None else base.ntotal)
+        return real(vectors, index_type, config, base)
+
+    monkeypatch.setattr(rag.store, "build_dense_index", spy)
+    extra = tmp_path / "grain-corridor.md"
+    extra.write_text(NEW_ARTICLE, encoding="utf-8")
+    report = build_index(hnsw, embedder, extra_paths=[extra])
+    after = IndexStore.load(settings.index_dir)
+    assert extended == [len(before.chunks), len(before.sentence_owner)]  # chunk and sentence graphs, extended
+    assert [c.chunk_id for c in after.chunks[: len(before.chunks)]] == [c.chunk_id for c in before.chunks]
+    assert report.embedded_chunks == len(after.chunks) - len(before.chunks) >= 1
+    assert_same_vectors(before, after, set(SEED_IDS))
+    best = HybridRetriever(after, embedder, hnsw).search("How much wheat will the corridor carry?", top_k=1)[0]
+    assert best.chunk.doc_id == "grain-corridor"
+
+    # a change in the middle is not an append: the graph is rebuilt
+    extended.clear()
+    (Path(hnsw.seeds_dir) / f"{SEED_IDS[0]}.txt").write_text("Changed Title\n\nA wholly different article body.\n", encoding="utf-8")
+    build_index(hnsw, embedder, extra_paths=[extra])
+    assert extended == [None, None]

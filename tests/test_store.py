@@ -50,7 +50,7 @@ def tiny_version(index_dir: Path, version: str = "v-1", model: str = MODEL, seed
         documents={d.doc_id: d.content_hash for d in documents}, index_type="flat", n_chunks=len(chunks),
         built_at="2020-01-01T00:00:00", versions={}, version=version, sentence_vectors=True,
     )
-    write_version(index_dir, manifest, documents, chunks, vectors, "flat")
+    write_version(index_dir, manifest, documents, chunks, vectors)
     return documents, chunks, vectors
 
 
