@@ -232,10 +232,20 @@ def scenario_retrieval(env: dict) -> dict:
     return out
 
 
+EF_SEARCH = (64, 128, 256, 512)
+NPROBE = (64, 256, 512)
+
+
 def scenario_scale(env: dict) -> dict:
-    """Exact and approximate FAISS at 100,000 and 1,000,000 random unit vectors (index-only figures)."""
+    """Exact and approximate FAISS at 100,000 and 1,000,000 random unit vectors (index-only figures):
+    HNSW as the product builds it (RAG_HNSW_M, RAG_HNSW_EF_CONSTRUCTION) at several efSearch, and
+    IVF-SQ8 for comparison."""
     import faiss
 
+    from rag.settings import Settings
+    from rag.store import build_dense_index
+
+    config = Settings(_env_file=None).hnsw
     sizes = [int(s) for s in env.get("sizes", "100000,1000000").split(",")]
     rng = np.random.default_rng(0)
     out = {"note": "synthetic random unit vectors, 384 dimensions, with a 48-dimensional structure like real "
@@ -257,13 +267,12 @@ def scenario_scale(env: dict) -> dict:
         _, truth = flat.search(queries, 10)
         row = {"exact (flat)": _measure(flat, queries, truth, 0, index_bytes=base.nbytes)}
         started = time.perf_counter()
-        hnsw = faiss.IndexHNSWFlat(384, 32, faiss.METRIC_INNER_PRODUCT)
-        hnsw.hnsw.efConstruction = 40
-        hnsw.add(base)
+        hnsw = build_dense_index(base, "hnsw", config)  # the product's own builder and settings
         build = time.perf_counter() - started
-        for ef in (64, 128):
+        for ef in EF_SEARCH:
             hnsw.hnsw.efSearch = ef
-            row[f"HNSW M=32 efSearch={ef}"] = _measure(hnsw, queries, truth, build, index_bytes=_faiss_bytes(hnsw))
+            row[f"HNSW M={config.m} efC={config.ef_construction} efSearch={ef}"] = _measure(
+                hnsw, queries, truth, build, index_bytes=_faiss_bytes(hnsw))
         del hnsw
         started = time.perf_counter()
         nlist = int(4 * np.sqrt(n))
@@ -271,7 +280,7 @@ def scenario_scale(env: dict) -> dict:
         ivf.train(base[rng.choice(n, min(n, 50 * nlist), replace=False)])
         ivf.add(base)
         build = time.perf_counter() - started
-        for nprobe in (16, 64, 256):
+        for nprobe in NPROBE:
             ivf.nprobe = nprobe
             row[f"IVF{nlist},SQ8 nprobe={nprobe}"] = _measure(ivf, queries, truth, build, index_bytes=_faiss_bytes(ivf))
         out[f"{n} passages"] = row

@@ -129,7 +129,7 @@ class IndexStore:
     """A loaded, read-only index version."""
 
     def __init__(
-        self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk], ef_search: int = 128
+        self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk], ef_search: int = 256
     ):
         self.path = path
         self.manifest = manifest
@@ -139,7 +139,7 @@ class IndexStore:
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 128) -> IndexStore:
+    def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
         version_dir = current_version_dir(index_dir)
         manifest = _read_manifest(version_dir / "manifest.json")
         if expected_model and manifest.embedding_model != expected_model:
