@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
+from rag.citations import SPACED_MARKER_GROUP
 from rag.errors import EndpointError
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,11 @@ Conversation:
 
 Last question: {question}
 Rewritten question:"""
+
+
+def without_markers(text: str) -> str:
+    """Citation markers mean nothing outside their answer: '[1]' in a question reads as a fact to find."""
+    return SPACED_MARKER_GROUP.sub("", text)
 
 
 def bounded(history: list[dict] | None, turns: int) -> list[dict]:
@@ -46,7 +52,7 @@ def rewrite_question(question: str, history: list[dict], llm=None) -> tuple[str,
     if not needs_rewrite(question, history):
         return question, "none"
     if llm is not None:
-        conversation = "\n".join(f"{m['role']}: {m['content'][:500]}" for m in history)
+        conversation = "\n".join(f"{m['role']}: {without_markers(m['content'])[:500]}" for m in history)
         try:
             text = llm.complete(
                 [{"role": "user", "content": REWRITE_PROMPT.format(conversation=conversation, question=question)}],
@@ -56,7 +62,7 @@ def rewrite_question(question: str, history: list[dict], llm=None) -> tuple[str,
         except EndpointError as exc:
             log.warning("question rewrite fell back to rules: %s", exc)
         else:
-            text = text.strip().strip('"').splitlines()[0].strip() if text.strip() else ""
+            text = without_markers(text).strip().strip('"').splitlines()[0].strip() if text.strip() else ""
             if 5 < len(text) <= MAX_REWRITE_CHARS:
                 # Keep the original words too: a small model's rewrite may lose them.
                 return f"{text} {question}" if text.lower() != question.lower() else text, "llm"

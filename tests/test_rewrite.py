@@ -62,6 +62,15 @@ def test_rewrite_uses_the_llm_when_given(scripted_llm):
     assert request.body["max_tokens"] == 60 and request.body["temperature"] == 0.0
 
 
+def test_citation_markers_never_reach_the_rewritten_question(scripted_llm):
+    # a small model copies the previous answer, marker included: "[1]" would then be a fact to find
+    scripted_llm.reply("Dmitri Trenin is director of the Carnegie Moscow Center. [1] What did he say?")
+    standalone, how = rewrite_question("What did he say?", HISTORY, client(scripted_llm.base_url))
+    assert how == "llm" and "[" not in standalone
+    assert standalone.startswith("Dmitri Trenin is director of the Carnegie Moscow Center. What did he say?")
+    assert "[1]" not in scripted_llm.requests[0].messages[-1]["content"]
+
+
 def test_rewrite_falls_back_to_rules_when_the_endpoint_fails(scripted_llm):
     scripted_llm.then(Fail(500))
     assert rewrite_question("What did he say?", HISTORY, client(scripted_llm.base_url)) == (
