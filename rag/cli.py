@@ -379,7 +379,7 @@ def ui(
 
 @app.command()
 def bench(
-    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="startup, index, retrieval, scale, answer, concurrency (repeatable; default all)")] = None,
+    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="startup, index, incremental, retrieval, scale, answer, concurrency (repeatable; default all)")] = None,
     out: Annotated[Path, typer.Option("--out", help="folder for bench.json and the plots")] = Path("bench/out"),
     sizes: Annotated[str, typer.Option("--sizes", help="collection sizes for the scale scenario")] = "100000,1000000",
     index_dir: IndexOpt = None,

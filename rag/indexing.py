@@ -16,8 +16,8 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig, sentence_spans
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
-from rag.ingest import Skipped, load_documents
-from rag.records import Chunk
+from rag.ingest import Reuse, Skipped, doc_id_for, file_stat, load_documents
+from rag.records import Chunk, Document
 from rag.settings import Settings
 from rag.store import (
     IndexStore,
@@ -67,7 +67,7 @@ def build_index(
     with index_lock(settings.index_dir):
         previous = None if rebuild else _previous(settings)
         sources = _sources(settings, previous, extra_paths or [])
-        loaded = load_documents(sources)
+        loaded = load_documents(sources, _unchanged_files(previous))
         if not loaded.documents:
             names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
             raise RagError(f"nothing to index: {names}")
@@ -109,6 +109,7 @@ def build_index(
             versions=library_versions(),
             version=new_version_name(),
             sentence_vectors=settings.sentence_vectors,
+            file_stats=loaded.file_stats,
         )
         appended_to = previous if _is_append(previous, kept_rows, index_type) else None
         write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, settings.hnsw, appended_to)
@@ -181,6 +182,21 @@ def _previous(settings: Settings) -> IndexStore | None:
         return None
 
 
+def _unchanged_files(previous: IndexStore | None) -> Reuse | None:
+    """Files whose size and modification time are as recorded are not read and cleaned again."""
+    if previous is None:
+        return None
+    recorded = previous.manifest.file_stats
+
+    def reuse(path: Path, st) -> Document | None:
+        doc = previous.documents.get(doc_id_for(path))
+        if doc and doc.source_path == str(path) and recorded.get(doc.doc_id) == file_stat(st):
+            return doc
+        return None
+
+    return reuse
+
+
 def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerConfig) -> dict[str, list[int]]:
     """doc_id -> row numbers of its chunks, when the old index used the same model and chunker."""
     if previous is None:
@@ -210,6 +226,6 @@ def _sources(settings: Settings, previous: IndexStore | None, extra: list[Path])
     if previous:
         for doc in previous.documents.values():
             path = Path(doc.source_path) if doc.source_path else None
-            if path and path.is_file() and seeds not in path.resolve().parents:
+            if path and seeds not in path.parents and path.is_file():  # stored paths are already resolved
                 sources.append(path)
     return sources + extra

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,15 @@ class Skipped:
 class LoadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    file_stats: dict[str, list[int]] = field(default_factory=dict)  # doc_id -> [size, mtime_ns] of its file
+
+
+# Given a file and its stat, the document already made from it, if the file has not changed since.
+Reuse = Callable[[Path, os.stat_result], Document | None]
+
+
+def file_stat(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns]
 
 
 def doc_id_for(path: Path) -> str:
@@ -47,12 +58,17 @@ def discover(paths: list[Path]) -> list[Path]:
     return sorted(set(found))
 
 
-def load_documents(paths: list[Path]) -> LoadResult:
+def load_documents(paths: list[Path], reuse: Reuse | None = None) -> LoadResult:
+    """Read and clean every supported file; `reuse` spares re-reading files that have not changed."""
     result = LoadResult()
     seen: dict[str, Path] = {}
     for path in discover(paths):
         try:
-            doc = load_document(path)
+            st = path.stat()
+            doc = (reuse and reuse(path, st)) or load_document(path)
+        except OSError as exc:
+            result.skipped.append(Skipped(str(path), f"{path}: cannot be read ({exc.strerror})"))
+            continue
         except IngestError as exc:
             log.warning("skipped %s", exc)
             result.skipped.append(Skipped(str(path), str(exc)))
@@ -63,6 +79,7 @@ def load_documents(paths: list[Path]) -> LoadResult:
             continue
         seen[doc.doc_id] = path
         result.documents.append(doc)
+        result.file_stats[doc.doc_id] = file_stat(st)
     return result
 
 

@@ -32,7 +32,7 @@ class Document:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"content_hash": self.content_hash}
+        return vars(self) | {"removed": [vars(r) for r in self.removed], "content_hash": self.content_hash}
 
     @classmethod
     def from_dict(cls, data: dict) -> Document:

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -98,6 +98,7 @@ class Manifest:
     version: str
     sentence_vectors: bool = False
     format: int = FORMAT
+    file_stats: dict[str, list[int]] = field(default_factory=dict)  # doc_id -> [size, mtime_ns]: unchanged files are not re-read
 
 
 def build_dense_index(vectors: np.ndarray, index_type: str, hnsw: HnswConfig = HnswConfig(), base=None):
@@ -316,7 +317,7 @@ def write_version(
     tmp_dir = index_dir / f".building-{manifest.version}"
     tmp_dir.mkdir(mode=0o700)
     private_write(tmp_dir / "documents.jsonl", jsonl_bytes(d.to_dict() for d in documents))
-    private_write(tmp_dir / "chunks.jsonl", jsonl_bytes(asdict(c) for c in chunks))
+    private_write(tmp_dir / "chunks.jsonl", jsonl_bytes(vars(c) for c in chunks))  # flat records: vars, not asdict's deep copy
     _save_npy(tmp_dir / "vectors.npy", vectors.chunks)
     index_type = manifest.index_type
     base = appended_to.dense if appended_to else None

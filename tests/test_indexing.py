@@ -245,3 +245,22 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
     (Path(hnsw.seeds_dir) / f"{SEED_IDS[0]}.txt").write_text("Changed Title\n\nA wholly different article body.\n", encoding="utf-8")
     build_index(hnsw, embedder, extra_paths=[extra])
     assert extended == [None, None]
+
+
+def test_unchanged_files_are_not_read_again(settings, embedder, seeds_copy, monkeypatch):
+    import os
+
+    import rag.ingest
+
+    build_index(settings, embedder)  # records each file's size and modification time
+    read = []
+    real = rag.ingest.load_document
+    monkeypatch.setattr(rag.ingest, "load_document", lambda path: read.append(path.stem) or real(path))
+    assert build_index(settings, embedder).unchanged == SEED_IDS
+    assert read == []
+
+    touched = seeds_copy / f"{SEED_IDS[1]}.txt"
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # saved again, same text
+    report = build_index(settings, embedder)
+    assert read == [SEED_IDS[1]] and report.unchanged == SEED_IDS and report.embedded_chunks == 0
