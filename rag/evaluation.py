@@ -109,6 +109,10 @@ def summarize(results: list[dict], mode: str, config: dict) -> dict:
     metrics["refusal.unanswerable_refused"] = (
         round(sum(r["refused"] for r in unanswerable) / len(unanswerable), 4) if unanswerable else None
     )
+    if mode == "llm":  # how many answers the model wrote, rather than passages quoted after a check failed
+        answered = [r for r in results if not r["refused"]]
+        by_model = sum((r.get("trace") or {}).get("answered_by") != "extractive" for r in answered)
+        metrics["answer.written_by_model"] = round(by_model / len(answered), 4) if answered else None
     metrics["latency.p50_ms"] = _round(m.percentile(latencies, 50))
     metrics["latency.p95_ms"] = _round(m.percentile(latencies, 95))
     by_type: dict[str, dict] = {}

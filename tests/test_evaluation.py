@@ -86,6 +86,16 @@ def test_summary_counts_retrieval_on_answerable_and_refusal_on_both():
     assert m["refusal.unanswerable_refused"] == 1.0
     assert m["latency.p50_ms"] == 20.0
     assert summary["by_type"]["unanswerable"]["n"] == 1
+    assert "answer.written_by_model" not in m
+
+
+def test_llm_summary_says_how_many_answers_the_model_wrote():
+    def result(refused: bool, answered_by: str | None) -> dict:
+        trace = {"answered_by": answered_by} if answered_by else {}
+        return {"answerable": True, "refused": refused, "scores": {}, "trace": trace, "latency_ms": 1.0}
+
+    results = [result(False, None), result(False, "extractive"), result(False, "extractive"), result(True, None)]
+    assert summarize(results, "llm", {})["metrics"]["answer.written_by_model"] == pytest.approx(1 / 3, abs=1e-4)
 
 
 def test_thresholds():
