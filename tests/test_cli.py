@@ -146,3 +146,33 @@ def test_corrupted_index_file_is_named(workspace, tmp_path):
 def test_unknown_doc_id(workspace):
     paths, _ = workspace
     assert_one_line_error(run_rag("inspect", "no-such-doc", **paths), "no-such-doc")
+
+
+def test_bench_writes_medians_plots_and_the_machine(workspace, tmp_path):
+    paths, _ = workspace
+    out = tmp_path / "bench"
+    result = run_rag("bench", "--scenario", "retrieval", "--scenario", "scale", "--sizes", "3000", "--out", str(out),
+                     **(paths | {"cwd": ROOT}))  # the scenarios read eval/golden.jsonl and seeds/ from the project
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "bench.json").read_text())
+    assert data["machine"]["cores"] == os.cpu_count() and "faiss-cpu" in data["machine"]["libraries"]
+    retrieval = data["scenarios"]["retrieval"]
+    for method in ("dense", "bm25", "hybrid"):
+        figure = retrieval[f"{method} (ms)"]
+        assert figure["runs"] == retrieval["queries"] > 0
+        assert 0 < figure["min"] <= figure["median"] <= figure["max"]
+    assert retrieval["peak resident memory (MB)"] > 0
+    scale = data["scenarios"]["scale"]["3000 passages"]
+    assert scale["exact (flat)"]["recall@10"] == 1.0
+    hnsw = [k for k in scale if k.startswith("HNSW M=32 efC=80 efSearch=")]
+    assert len(hnsw) == 4 and all(0.5 <= scale[k]["recall@10"] <= 1.0 for k in hnsw)
+    assert (out / "latency_vs_size.png").stat().st_size > 0
+    assert "[retrieval]" in result.stdout and "hybrid (ms)" in result.stdout
+
+
+def test_bench_rejects_an_unknown_scenario(workspace, tmp_path):
+    paths, _ = workspace
+    result = run_rag("bench", "--scenario", "warp", "--out", str(tmp_path), **paths)
+    assert result.returncode != 0
+    assert "unknown scenario warp; choose from startup, index, incremental" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
