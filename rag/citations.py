@@ -119,7 +119,7 @@ def missing_facts(sentence: str, passages: str) -> list[str]:
 
 def word_coverage(sentence: str, passages: str) -> float:
     """Share of the sentence's content words (stemmed, no stop words) found in the passages."""
-    from rag.store import bm25_tokenize
+    from rag.keywords import bm25_tokenize
 
     claim, source = bm25_tokenize([sentence, passages])
     claim_terms = set(claim)

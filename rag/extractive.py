@@ -12,7 +12,7 @@ import numpy as np
 from rag.chunking import sentence_spans
 from rag.records import Hit, Sentence
 from rag.refusal import expected_answer_type, has_answer_type
-from rag.store import bm25_tokenize
+from rag.keywords import bm25_tokenize
 
 LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
 TYPE_BONUS = 0.1  # a sentence holding the kind of answer asked for (a number for "how many")

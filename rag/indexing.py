@@ -17,6 +17,7 @@ from rag.chunking import Chunker, ChunkerConfig, sentence_spans
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
 from rag.ingest import Reuse, Skipped, doc_id_for, file_stat, load_documents
+from rag.keywords import TermCounts, bm25_text
 from rag.records import Chunk, Document
 from rag.settings import Settings
 from rag.store import (
@@ -112,7 +113,8 @@ def build_index(
             file_stats=loaded.file_stats,
         )
         appended_to = previous if _is_append(previous, kept_rows, index_type) else None
-        write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, settings.hnsw, appended_to)
+        terms = _term_counts(previous, kept_rows, new_chunks)
+        write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, settings.hnsw, appended_to, terms)
         embedder.export_onnx([embedding_text(c, settings.embed_title) for c in chunks[:64]])
         report.embedded_chunks = reused_rows.count(None)
         report.n_chunks = len(chunks)
@@ -128,6 +130,13 @@ def _is_append(previous: IndexStore | None, kept_rows: list[int], index_type: st
         and previous.manifest.index_type == index_type
         and len(kept_rows) == len(previous.chunks)  # kept_rows is sorted and distinct
     )
+
+
+def _term_counts(previous: IndexStore | None, kept_rows: list[int], new_chunks: list[Chunk]) -> TermCounts | None:
+    """Kept passages' term counts copied from the previous index, only new passages tokenised
+    (None: the previous index has none to copy, so every passage is counted)."""
+    old = previous.term_counts() if previous and kept_rows else None
+    return old.rows(kept_rows).extended([bm25_text(c) for c in new_chunks]) if old else None
 
 
 def _sentence_texts(chunk: Chunk, with_title: bool) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from rag.citations import facts_in, missing_facts
 from rag.records import Hit
-from rag.store import bm25_tokenize
+from rag.keywords import bm25_tokenize
 
 NUMBER_WORDS = r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen|dozens|hundreds?|thousands?|millions?|billions?"
 HAS_NUMBER = re.compile(rf"\d|\b({NUMBER_WORDS})\b", re.I)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.errors import IndexCorruptError, IndexLockedError, IndexMissingError, ModelMismatchError
+from rag.keywords import TermCounts, bm25_text, bm25_tokenize, load_keyword_index, read_term_counts, write_keyword_index
 from rag.records import Chunk, Document, HnswConfig
 
 log = logging.getLogger(__name__)
@@ -30,31 +31,6 @@ FORMAT = 1
 CURRENT = "CURRENT"
 LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
-
-
-def _bm25s():
-    import bm25s
-
-    # bm25s sets its own logger to DEBUG on import; keep its chatter out of the user's terminal.
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
-
-
-@functools.lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def bm25_tokenize(texts: list[str]):
-    """Lower-cased, stop-worded, stemmed tokens: the same analysis for the index, queries and checks."""
-    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
-
-
-def bm25_text(chunk: Chunk) -> str:
-    """Keyword search sees the title too: a passage is about its article's subject."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
 
 
 def private_write(path: Path, data: bytes) -> None:
@@ -230,13 +206,20 @@ class IndexStore:
 
     @cached_property
     def bm25(self):
-        bm25s = _bm25s()
-
         path = self.path / "bm25"
         try:
-            return bm25s.BM25.load(str(path), show_progress=False)
+            return load_keyword_index(path)
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise IndexCorruptError(f"{path}: unreadable BM25 index ({exc}); {REBUILD_HINT}") from exc
+
+    def term_counts(self) -> TermCounts | None:
+        """The counts the BM25 scores were computed from (None for an index from before they were kept)."""
+        path = self.path / "bm25"
+        try:
+            return read_term_counts(path, self.bm25.vocab_dict)
+        except (OSError, ValueError) as exc:
+            log.warning("%s: unreadable term counts (%s); counting again", path, exc)
+            return None
 
     # ---- search primitives ---------------------------------------------------------------
     def dense_search(self, query_vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -307,11 +290,13 @@ def write_version(
     vectors: Vectors,
     hnsw: HnswConfig = HnswConfig(),
     appended_to: IndexStore | None = None,
+    terms: TermCounts | None = None,
 ) -> Path:
     """Write a complete index version beside the current one, then switch `CURRENT` to it.
 
     `appended_to`: the previous version, when its rows are the first rows of this one; its vector
-    indexes are extended rather than rebuilt (an HNSW graph of 100,000 passages takes minutes)."""
+    indexes are extended rather than rebuilt (an HNSW graph of 100,000 passages takes minutes).
+    `terms`: the chunks' term counts, when the caller kept most of them from the previous version."""
     index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
@@ -327,7 +312,7 @@ def write_version(
         _save_npy(tmp_dir / "sentence_owner.npy", vectors.sentence_owner)
         base = appended_to.sentence_dense if appended_to else None
         _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw, base))
-    _write_bm25(tmp_dir / "bm25", [bm25_text(c) for c in chunks])
+    write_keyword_index(tmp_dir / "bm25", terms or TermCounts.empty().extended([bm25_text(c) for c in chunks]))
     private_write(tmp_dir / "manifest.json", json.dumps(asdict(manifest), indent=2).encode("utf-8"))
     os.replace(tmp_dir, version_dir)
     atomic_write(index_dir / CURRENT, manifest.version.encode("utf-8"))
@@ -345,18 +330,6 @@ def _save_faiss(path: Path, index) -> None:
 
     faiss.write_index(index, str(path))
     os.chmod(path, 0o600)
-
-
-def _write_bm25(path: Path, texts: list[str]) -> None:
-    bm25s = _bm25s()
-
-    retriever = bm25s.BM25()
-    # bm25s needs at least one token overall; an empty corpus keeps an empty index.
-    retriever.index(bm25_tokenize(texts) if texts else [[""]], show_progress=False)
-    retriever.save(str(path), show_progress=False)
-    os.chmod(path, 0o700)
-    for f in path.iterdir():
-        os.chmod(f, 0o600)
 
 
 def prune_versions(index_dir: Path, keep: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from rag.extractive import Candidate, ExtractiveAnswerer, lexical_overlap
 from rag.records import Chunk, Hit
-from rag.store import bm25_tokenize
+from rag.keywords import bm25_tokenize
 
 LOAN_QUESTION = "How much will Russia lend Belarus?"
 LOAN_SENTENCE = "Putin also offered economic support, saying Russia would extend Belarus a government loan of $1.5 billion"

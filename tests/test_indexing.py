@@ -264,3 +264,39 @@ def test_unchanged_files_are_not_read_again(settings, embedder, seeds_copy, monk
     os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # saved again, same text
     report = build_index(settings, embedder)
     assert read == [SEED_IDS[1]] and report.unchanged == SEED_IDS and report.embedded_chunks == 0
+
+
+def keyword_scores(store: IndexStore, query: str) -> dict[str, float]:
+    from rag.keywords import bm25_tokenize
+
+    scores = store.bm25.get_scores(bm25_tokenize([query])[0])
+    return {c.chunk_id: float(s) for c, s in zip(store.chunks, scores)}
+
+
+def test_keyword_index_is_updated_from_kept_term_counts_and_scores_as_a_fresh_bm25s_index(
+    settings, embedder, seeds_copy, tmp_path, monkeypatch
+):
+    import bm25s
+
+    import rag.keywords
+    from rag.keywords import bm25_text, bm25_tokenize
+
+    tokenised = []
+    real = rag.keywords._tokenize
+    monkeypatch.setattr(rag.keywords, "_tokenize", lambda texts, return_ids: tokenised.extend(texts) or real(texts, return_ids))
+    extra = tmp_path / "grain-corridor.md"
+    extra.write_text(NEW_ARTICLE, encoding="utf-8")
+    (seeds_copy / f"{SEED_IDS[2]}.txt").unlink()  # a removal and an addition in one build
+    build_index(settings, embedder, extra_paths=[extra])
+    store = IndexStore.load(settings.index_dir)
+    new_texts = [bm25_text(c) for c in store.chunks if c.doc_id == "grain-corridor"]
+    assert tokenised == new_texts  # the kept passages' counts were copied, not recounted
+
+    fresh = bm25s.BM25()
+    fresh.index(bm25_tokenize([bm25_text(c) for c in store.chunks]), show_progress=False)
+    for query in ("wheat corridor Kazakhstan", "Lukashenko Putin loan", "Tsepkalo exile"):
+        expected = fresh.get_scores(bm25_tokenize([query])[0])
+        np.testing.assert_allclose(list(keyword_scores(store, query).values()), expected, rtol=1e-5, atol=1e-6)
+    scores = keyword_scores(store, "wheat corridor Kazakhstan")
+    best = max(store.chunks, key=lambda c: scores[c.chunk_id])
+    assert best.doc_id == "grain-corridor"

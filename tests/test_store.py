@@ -243,7 +243,7 @@ def test_a_crash_while_writing_keeps_the_previous_version(tiny, monkeypatch):
     def crash(path, texts):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module, "_write_bm25", crash)
+    monkeypatch.setattr(store_module, "write_keyword_index", crash)
     with pytest.raises(OSError, match="disk full"):
         tiny_version(index_dir, version="v-2", seed=5)
     assert (index_dir / CURRENT).read_text() == "v-1"
