@@ -7,6 +7,7 @@ new or changed ones are chunked and embedded; documents whose file is gone are d
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -72,6 +73,8 @@ def build_index(
         if not loaded.documents:
             names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
             raise RagError(f"nothing to index: {names}")
+        documents = _previous_first(loaded.documents, previous)
+        hashes = {d.doc_id: d.content_hash for d in documents}  # hashing 100,000 articles twice shows
         config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
         report = IndexReport(skipped=loaded.skipped)
         reusable = _reusable(previous, settings, config)
@@ -79,9 +82,9 @@ def build_index(
         kept_rows: list[int] = []  # rows of the previous index that stay
         new_chunks: list[Chunk] = []
         chunker = None  # built on first use: an unchanged corpus needs no tokenizer
-        for doc in loaded.documents:
+        for doc in documents:
             old_hash = previous.manifest.documents.get(doc.doc_id) if previous else None
-            if reusable and old_hash == doc.content_hash:
+            if reusable and old_hash == hashes[doc.doc_id]:
                 kept_rows.extend(reusable[doc.doc_id])
                 report.unchanged.append(doc.doc_id)
                 continue
@@ -94,7 +97,7 @@ def build_index(
         chunks = [previous.chunks[row] for row in kept_rows] + new_chunks
         reused_rows: list[int | None] = [*kept_rows, *[None] * len(new_chunks)]
         if previous:
-            present = {d.doc_id for d in loaded.documents}
+            present = {d.doc_id for d in documents}
             report.removed = sorted(set(previous.manifest.documents) - present)
 
         vectors = _vectors(embedder, settings, chunks, reused_rows, previous, progress)
@@ -103,7 +106,7 @@ def build_index(
             embedding_model=settings.embedding_model,
             dimension=embedder.dimension,
             chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
-            documents={d.doc_id: d.content_hash for d in loaded.documents},
+            documents=hashes,
             index_type=index_type,
             n_chunks=len(chunks),
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -114,13 +117,22 @@ def build_index(
         )
         appended_to = previous if _is_append(previous, kept_rows, index_type) else None
         terms = _term_counts(previous, kept_rows, new_chunks)
-        write_version(settings.index_dir, manifest, loaded.documents, chunks, vectors, settings.hnsw, appended_to, terms)
+        write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, appended_to, terms)
         embedder.export_onnx([embedding_text(c, settings.embed_title) for c in chunks[:64]])
         report.embedded_chunks = reused_rows.count(None)
         report.n_chunks = len(chunks)
         report.version = manifest.version
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _previous_first(documents: list[Document], previous: IndexStore | None) -> list[Document]:
+    """Articles the previous index holds keep its order and new ones follow, so that adding one
+    article appends to every file of the index instead of reordering them."""
+    if previous is None:
+        return documents
+    order = {doc_id: i for i, doc_id in enumerate(previous.documents)}
+    return sorted(documents, key=lambda d: order.get(d.doc_id, len(order)))  # stable: new ones in file order
 
 
 def _is_append(previous: IndexStore | None, kept_rows: list[int], index_type: str) -> bool:
@@ -230,11 +242,11 @@ def _sources(settings: Settings, previous: IndexStore | None, extra: list[Path])
     """The seeds folder, files added earlier that still exist, and the new paths."""
     if not settings.seeds_dir.is_dir():
         raise RagError(f"seeds folder {settings.seeds_dir} not found; create it or pass --seeds DIR")
-    seeds = settings.seeds_dir.resolve()
+    inside_seeds = os.path.join(settings.seeds_dir.resolve(), "")
     sources = [settings.seeds_dir]
     if previous:
         for doc in previous.documents.values():
-            path = Path(doc.source_path) if doc.source_path else None
-            if path and seeds not in path.parents and path.is_file():  # stored paths are already resolved
-                sources.append(path)
+            path = doc.source_path  # stored resolved: a string test, not a Path per article
+            if path and not path.startswith(inside_seeds) and os.path.isfile(path):
+                sources.append(Path(path))
     return sources + extra

@@ -36,9 +36,10 @@ class Document:
 
     @classmethod
     def from_dict(cls, data: dict) -> Document:
-        fields = {k: v for k, v in data.items() if k != "content_hash"}
-        fields["removed"] = [Removal(**r) for r in fields.get("removed", [])]
-        return cls(**fields)
+        """Takes ownership of `data` (a freshly parsed record)."""
+        data.pop("content_hash", None)  # derived from the text
+        data["removed"] = [Removal(**r) for r in data.get("removed", [])]
+        return cls(**data)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,12 @@ def test_above_the_threshold_auto_builds_hnsw_with_the_configured_breadth(settin
         h.chunk.chunk_id for h in exact.search(question, method="dense")]
 
 
+def _record(seen: list, rows) -> list:
+    rows = list(rows)
+    seen.extend(rows)
+    return rows
+
+
 def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(settings, embedder, tmp_path, monkeypatch):
     import rag.store
 
@@ -229,12 +235,19 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
         return real(vectors, index_type, config, base)
 
     monkeypatch.setattr(rag.store, "build_dense_index", spy)
+    encoded = []
+    real_jsonl = rag.store.jsonl_bytes
+    monkeypatch.setattr(rag.store, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
     extra = tmp_path / "grain-corridor.md"
     extra.write_text(NEW_ARTICLE, encoding="utf-8")
     report = build_index(hnsw, embedder, extra_paths=[extra])
     after = IndexStore.load(settings.index_dir)
     assert extended == [len(before.chunks), len(before.sentence_owner)]  # chunk and sentence graphs, extended
-    assert [c.chunk_id for c in after.chunks[: len(before.chunks)]] == [c.chunk_id for c in before.chunks]
+    assert after.chunks[: len(before.chunks)] == before.chunks
+    assert list(after.documents.values())[:-1] == list(before.documents.values())
+    # the previous records were copied; only the new article and its passages were encoded
+    assert {r.get("doc_id") for r in encoded} == {"grain-corridor"}
+    assert len(encoded) == 1 + report.embedded_chunks
     assert report.embedded_chunks == len(after.chunks) - len(before.chunks) >= 1
     assert_same_vectors(before, after, set(SEED_IDS))
     best = HybridRetriever(after, embedder, hnsw).search("How much wheat will the corridor carry?", top_k=1)[0]
