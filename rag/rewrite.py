@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 REFERRING = re.compile(r"\b(he|she|it|they|him|her|them|his|hers|its|their|this|that|these|those|there|then)\b", re.I)
 MAX_REWRITE_CHARS = 300
+SENTENCE_BREAK = re.compile(r"[.!?]\s+[A-Z]")
 
 REWRITE_PROMPT = """Rewrite the last question so that it can be understood without the conversation.
 Replace pronouns with the names they refer to. Reply with the rewritten question only.
@@ -47,6 +48,12 @@ def rule_rewrite(question: str, history: list[dict]) -> str:
     return f"{previous[-1]} {question}" if previous else question
 
 
+def is_one_question(text: str) -> bool:
+    """A usable rewrite is one question. A small model often copies the previous answer instead
+    (and adds to it): searching for that text finds the answer's own claims, not the question's."""
+    return 5 < len(text) <= MAX_REWRITE_CHARS and text.endswith("?") and not SENTENCE_BREAK.search(text[:-1])
+
+
 def rewrite_question(question: str, history: list[dict], llm=None) -> tuple[str, str]:
     """(standalone question, how: 'none' | 'llm' | 'rules')."""
     if not needs_rewrite(question, history):
@@ -63,7 +70,7 @@ def rewrite_question(question: str, history: list[dict], llm=None) -> tuple[str,
             log.warning("question rewrite fell back to rules: %s", exc)
         else:
             text = without_markers(text).strip().strip('"').splitlines()[0].strip() if text.strip() else ""
-            if 5 < len(text) <= MAX_REWRITE_CHARS:
+            if is_one_question(text):
                 # Keep the original words too: a small model's rewrite may lose them.
                 return f"{text} {question}" if text.lower() != question.lower() else text, "llm"
     return rule_rewrite(question, history), "rules"

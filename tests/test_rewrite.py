@@ -63,12 +63,20 @@ def test_rewrite_uses_the_llm_when_given(scripted_llm):
 
 
 def test_citation_markers_never_reach_the_rewritten_question(scripted_llm):
-    # a small model copies the previous answer, marker included: "[1]" would then be a fact to find
-    scripted_llm.reply("Dmitri Trenin is director of the Carnegie Moscow Center. [1] What did he say?")
+    # a small model copies markers from the previous answer: "[1]" would then be a fact to find
+    scripted_llm.reply("What did Dmitri Trenin [1] say?")
     standalone, how = rewrite_question("What did he say?", HISTORY, client(scripted_llm.base_url))
-    assert how == "llm" and "[" not in standalone
-    assert standalone.startswith("Dmitri Trenin is director of the Carnegie Moscow Center. What did he say?")
+    assert (standalone, how) == ("What did Dmitri Trenin say? What did he say?", "llm")
     assert "[1]" not in scripted_llm.requests[0].messages[-1]["content"]
+
+
+def test_a_rewrite_that_is_not_one_question_falls_back_to_rules(scripted_llm):
+    # seen with the bundled model: the previous answer copied, with a made-up sentence added
+    copied = "The authorities launched a case against Dmitri Trenin. The charges were dropped on Monday."
+    scripted_llm.then(Reply(copied), Reply(copied + " What did he say?"), Reply("Dmitri Trenin"))
+    for _ in range(3):
+        assert rewrite_question("What did he say?", HISTORY, client(scripted_llm.base_url)) == (
+            "Who is Dmitri Trenin? What did he say?", "rules")
 
 
 def test_rewrite_falls_back_to_rules_when_the_endpoint_fails(scripted_llm):
