@@ -165,6 +165,7 @@ def sentence_unit_texts(store, with_title: bool) -> list[str]:
     return [embedding_text(replace(c, text=c.text[a:b]), with_title) for c in store.chunks for a, b in sentence_spans(c.text)]
 
 
+ADDITIONS = 3  # articles added one after another to the 100,000-passage index
 PASSAGES_PER_ARTICLE = 4.66  # what the chunker makes of 16 reshuffled seed paragraphs, measured
 
 
@@ -198,7 +199,8 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     corpus = synthetic_corpus(tmp / "corpus-100k", n)
     settings = Settings(_env_file=None, seeds_dir=corpus, index_dir=tmp / "index-100k", sentence_vectors=False)
     embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
-    docs = load_documents([corpus]).documents
+    loaded = load_documents([corpus])
+    docs = loaded.documents
     config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
     chunker = Chunker(embedder.tokenizer, config)
     chunks = [c for d in docs for c in chunker.chunk(d)]
@@ -209,17 +211,20 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     manifest = Manifest(settings.embedding_model, embedder.dimension,
                         {**config.__dict__, "signature": config.signature(), "embed_title": settings.embed_title},
                         {d.doc_id: d.content_hash for d in docs}, index_type, len(chunks), "bench", library_versions(),
-                        "v-bench-0", sentence_vectors=False)
+                        "v-bench-0", sentence_vectors=False, file_stats=loaded.file_stats)
     empty = np.zeros((0, embedder.dimension), np.float32)
     write_version(settings.index_dir, manifest, docs, chunks, Vectors(vectors, empty, np.zeros(0, np.int64)), settings.hnsw)
-    article = tmp / "new-article.txt"
-    shutil.copy(next(seeds.glob("*.txt")), article)
     embedder.encode_documents(["warm up"])
-    started = time.perf_counter()
-    report = build_index(settings, embedder, extra_paths=[article])
-    seconds = time.perf_counter() - started
+    seconds, embedded = [], []
+    for i, seed in enumerate(sorted(seeds.glob("*.txt"))[:ADDITIONS]):  # one article at a time, each an append
+        article = tmp / f"new-article-{i}.txt"
+        shutil.copy(seed, article)
+        started = time.perf_counter()
+        report = build_index(settings, embedder, extra_paths=[article])
+        seconds.append(time.perf_counter() - started)
+        embedded.append(report.embedded_chunks)
     return {"passages before": len(chunks), "passages after": report.n_chunks, "index type": index_type,
-            "seconds": round(seconds, 2), "chunks embedded": report.embedded_chunks,
+            "seconds per added article": stats(seconds), "chunks embedded per article": embedded,
             "note": "existing passages: real files of reshuffled seed paragraphs, random unit vectors, no sentence vectors"}
 
 

@@ -91,7 +91,9 @@ class TermCounts:
 
 def bm25_index(terms: TermCounts):
     """A bm25s retriever scored from the counts, exactly as `bm25s.BM25().index` scores the tokens."""
-    retriever = _bm25s().BM25()
+    from scipy import sparse
+
+    retriever = _bm25s().BM25(method="lucene")  # the formula below
     counts = terms.counts.tocsr()
     counts.sum_duplicates()
     n_docs, n_terms = counts.shape
@@ -103,8 +105,6 @@ def bm25_index(terms: TermCounts):
     row_length = np.repeat(lengths, np.diff(counts.indptr))
     k1, b = retriever.k1, retriever.b
     scores = idf[counts.indices] * tf / (k1 * ((1 - b) + b * row_length / max(mean_length, 1e-9)) + tf)
-    from scipy import sparse
-
     by_term = sparse.csr_matrix((scores.astype(retriever.dtype), counts.indices, counts.indptr), shape=counts.shape).tocsc()
     retriever.scores = {
         "data": by_term.data.astype(retriever.dtype),

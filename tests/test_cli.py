@@ -176,3 +176,14 @@ def test_bench_rejects_an_unknown_scenario(workspace, tmp_path):
     assert result.returncode != 0
     assert "unknown scenario warp; choose from startup, index, incremental" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_bench_incremental_adds_articles_one_by_one_and_embeds_only_them(tmp_path, monkeypatch):
+    from rag.bench import ADDITIONS, incremental_at_scale
+
+    monkeypatch.chdir(ROOT)  # the synthetic corpus is made of the project's seed paragraphs
+    figures = incremental_at_scale(tmp_path, ROOT / "seeds", n=300)
+    per_article = figures["chunks embedded per article"]
+    assert len(per_article) == ADDITIONS and all(n >= 1 for n in per_article)
+    assert figures["passages after"] == figures["passages before"] + sum(per_article)
+    assert figures["seconds per added article"]["runs"] == ADDITIONS
