@@ -216,10 +216,14 @@ class IndexStore:
         """The counts the BM25 scores were computed from (None for an index from before they were kept)."""
         path = self.path / "bm25"
         try:
-            return read_term_counts(path, self.bm25.vocab_dict)
+            terms = read_term_counts(path, self.bm25.vocab_dict)
         except (OSError, ValueError) as exc:
             log.warning("%s: unreadable term counts (%s); counting again", path, exc)
             return None
+        if terms and (terms.counts.shape[0] != len(self.chunks) or terms.counts.shape[1] > len(terms.vocab)):
+            log.warning("%s: term counts do not match the passages; counting again", path)
+            return None
+        return terms
 
     # ---- search primitives ---------------------------------------------------------------
     def dense_search(self, query_vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:

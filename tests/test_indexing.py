@@ -313,3 +313,20 @@ def test_keyword_index_is_updated_from_kept_term_counts_and_scores_as_a_fresh_bm
     scores = keyword_scores(store, "wheat corridor Kazakhstan")
     best = max(store.chunks, key=lambda c: scores[c.chunk_id])
     assert best.doc_id == "grain-corridor"
+
+
+def test_damaged_term_counts_are_counted_again(settings, embedder, tmp_path):
+    from scipy import sparse
+
+    from rag.keywords import TERM_COUNTS
+
+    store = IndexStore.load(settings.index_dir)
+    sparse.save_npz(store.path / "bm25" / TERM_COUNTS, sparse.csr_matrix((3, 2), dtype=np.int32))  # wrong shape
+    assert store.term_counts() is None
+    extra = tmp_path / "grain-corridor.md"
+    extra.write_text(NEW_ARTICLE, encoding="utf-8")
+    build_index(settings, embedder, extra_paths=[extra])
+    after = IndexStore.load(settings.index_dir)
+    assert after.term_counts().counts.shape[0] == len(after.chunks)
+    scores = keyword_scores(after, "wheat corridor Kazakhstan")
+    assert max(after.chunks, key=lambda c: scores[c.chunk_id]).doc_id == "grain-corridor"
