@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rag.chunking import sentence_spans
+from rag.embedding import VectorCache
 from rag.records import Citation, Hit, Sentence
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ class GroundingChecker:
         self.embedder = embedder
         self.threshold = threshold
         self.coverage = coverage
-        self._unit_vectors: OrderedDict[str, np.ndarray] = OrderedDict()  # passage/sentence text -> its vector
-        self._unit_lock = threading.Lock()
+        self._encode_units = VectorCache(lambda texts: self.embedder.encode_documents(texts), UNIT_CACHE_SIZE)
 
     def check(self, parsed: ParsedAnswer, sources: list[Hit], attribute_uncited: bool = True) -> list[Citation]:
         """Fill `supported`/`reason` on each sentence; cite uncited sentences whose support is clear."""
@@ -201,21 +199,6 @@ class GroundingChecker:
                 sentence.reason = f"citation added by the grounding check ({reason})"
                 return
         sentence.supported, sentence.reason = False, "cites no source and no source supports it"
-
-    def _encode_units(self, units: list[str]) -> np.ndarray:
-        """The same passages come back question after question: embed each passage and sentence once (LRU)."""
-        with self._unit_lock:
-            known = {u: self._unit_vectors[u] for u in units if u in self._unit_vectors}
-        missing = [u for u in dict.fromkeys(units) if u not in known]
-        if missing:
-            known |= dict(zip(missing, self.embedder.encode_documents(missing)))
-        with self._unit_lock:
-            for u in dict.fromkeys(units):
-                self._unit_vectors[u] = known[u]
-                self._unit_vectors.move_to_end(u)
-            while len(self._unit_vectors) > UNIT_CACHE_SIZE:
-                self._unit_vectors.popitem(last=False)
-        return np.stack([known[u] for u in units])
 
     @staticmethod
     def _source_units(sources: list[Hit]) -> tuple[list[str], list[int]]:

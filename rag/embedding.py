@@ -15,7 +15,10 @@ import json
 import logging
 import os
 import re
+import threading
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -80,6 +83,31 @@ class OnnxEncoder:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class VectorCache:
+    """Texts embedded once: the same passages, sentences and words come back question after
+    question. A thread-safe LRU in front of `encode`, which embeds a list of texts."""
+
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], size: int):
+        self._encode = encode
+        self._size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            known = {t: self._vectors[t] for t in texts if t in self._vectors}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known |= dict(zip(missing, self._encode(missing)))
+        with self._lock:
+            for t in dict.fromkeys(texts):
+                self._vectors[t] = known[t]
+                self._vectors.move_to_end(t)
+            while len(self._vectors) > self._size:
+                self._vectors.popitem(last=False)
+        return np.stack([known[t] for t in texts])
 
 
 class Embedder:

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from rag.citations import GroundingChecker, parse_citations, render_answer
-from rag.embedding import Embedder
+from rag.embedding import Embedder, VectorCache
 from rag.errors import EndpointError, InputError
 from rag.extractive import ExtractiveAnswerer
 from rag.llm import Generation, LLMClient, endpoint_host
@@ -94,6 +94,11 @@ class Pipeline:
     @cached_property
     def grounding(self) -> GroundingChecker:
         return GroundingChecker(self.embedder, self.settings.support_threshold, self.settings.support_coverage)
+
+    @cached_property
+    def word_vectors(self) -> VectorCache:
+        """Single words for the refusal's near-synonym check, each embedded once (10,000 kept, about 15 MB)."""
+        return VectorCache(self.embedder.encode_documents, 10_000)
 
     @cached_property
     def extractive(self) -> ExtractiveAnswerer:
@@ -182,7 +187,7 @@ class Pipeline:
 
         candidates = self.extractive.rank(standalone, hits)
         evidence = [c.text for c in self.extractive.near_best(candidates)]
-        decision = assess(standalone, hits, evidence, self.settings.min_relevance, self.embedder.encode_documents)
+        decision = assess(standalone, hits, evidence, self.settings.min_relevance, self.word_vectors)
         if decision.refuse:
             trace["refusal_reason"] = decision.reason
             answer = Answer(question, NOT_FOUND, mode, True, hits, notice=trace.get("notice"), trace=trace)

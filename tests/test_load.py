@@ -232,7 +232,8 @@ class CountingEmbedder:
 
 
 def test_a_repeated_question_does_not_re_embed_its_passages(onnx_settings, scripted_llm, tmp_path):
-    """What keeps the load figures up: the grounding check embeds a passage once, not once per question."""
+    """What keeps the load figures up: the grounding check embeds a passage, and the refusal check a
+    word, once, not once per question."""
     settings, embedder = onnx_settings
     scripted_llm.always(Reply("Russia promised to lend Belarus $1.5 billion [1]."))
     pipe = ui_pipeline(settings, CountingEmbedder(embedder), tmp_path / "data", scripted_llm.base_url, mode="llm")
