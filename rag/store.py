@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -33,9 +32,9 @@ LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
 
 
-def private_write(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def private_write(path: Path, data: bytes, append: bool = False) -> None:
+    """Write (or append to) a file readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -331,11 +330,8 @@ def _write_records(path: Path, records: list, to_dict, previous_dir: Path | None
     kept = len(previous) if previous and records[: len(previous)] == previous else 0
     if kept:
         shutil.copyfile(previous_dir / path.name, path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if kept else os.O_TRUNC), 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(jsonl_bytes(to_dict(r) for r in records[kept:]))
-        fh.flush()
-        os.fsync(fh.fileno())
+        os.chmod(path, 0o600)  # copyfile creates it with the default mode
+    private_write(path, jsonl_bytes(to_dict(r) for r in records[kept:]), append=bool(kept))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -248,6 +248,8 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
     # the previous records were copied; only the new article and its passages were encoded
     assert {r.get("doc_id") for r in encoded} == {"grain-corridor"}
     assert len(encoded) == 1 + report.embedded_chunks
+    for name in ("documents.jsonl", "chunks.jsonl"):  # the copied files stay private
+        assert (after.path / name).stat().st_mode & 0o777 == 0o600
     assert report.embedded_chunks == len(after.chunks) - len(before.chunks) >= 1
     assert_same_vectors(before, after, set(SEED_IDS))
     best = HybridRetriever(after, embedder, hnsw).search("How much wheat will the corridor carry?", top_k=1)[0]
