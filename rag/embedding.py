@@ -192,8 +192,9 @@ class Embedder:
         return self.encode_documents(a) @ self.encode_documents(b).T
 
     # ---- export ------------------------------------------------------------------------------
-    def export_onnx(self, sample_texts: list[str]) -> bool:
-        """Export the transformer to ONNX beside the index, if the model is exportable and the vectors match."""
+    def export_onnx(self, sample_texts: Callable[[], list[str]]) -> bool:
+        """Export the transformer to ONNX beside the index, if the model is exportable and the vectors
+        match on `sample_texts()` (asked for only when an export is due)."""
         if self.onnx_cache is None or self.runtime == "torch":
             return False
         folder = onnx_folder(self.onnx_cache, self.model_name)
@@ -208,7 +209,7 @@ class Embedder:
         tmp.mkdir(exist_ok=True, mode=0o700)
         try:
             self._write_onnx(tmp)
-            distance = self._onnx_distance(tmp, sample_texts)
+            distance = self._onnx_distance(tmp, sample_texts())
         except Exception as exc:  # noqa: BLE001 - export is an optimisation; the index is fine without it
             log.warning("ONNX export failed (%s); queries use sentence-transformers", exc)
             return False

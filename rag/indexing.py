@@ -17,7 +17,7 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig, sentence_spans
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
-from rag.ingest import Reuse, Skipped, doc_id_for, file_stat, load_documents
+from rag.ingest import Reuse, Skipped, file_stat, load_documents
 from rag.keywords import TermCounts, bm25_text
 from rag.records import Chunk, Document
 from rag.settings import Settings
@@ -70,132 +70,138 @@ def build_index(
         previous = None if rebuild else _previous(settings)
         sources = _sources(settings, previous, extra_paths or [])
         loaded = load_documents(sources, _unchanged_files(previous))
-        if not loaded.documents:
+        if not loaded.documents and not loaded.unchanged:
             names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
             raise RagError(f"nothing to index: {names}")
-        documents = _previous_first(loaded.documents, previous)
-        hashes = {d.doc_id: d.content_hash for d in documents}  # once: hashing 20,000 texts twice shows
+        old_hashes = previous.manifest.documents if previous else {}
+        read = {d.doc_id: d for d in loaded.documents}
+        # hashed once: hashing 20,000 texts twice shows; unread files keep their recorded hash
+        hashes = {doc_id: old_hashes[doc_id] for doc_id in loaded.unchanged} | {d.doc_id: d.content_hash for d in loaded.documents}
         config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
         report = IndexReport(skipped=loaded.skipped)
         reusable = _reusable(previous, settings, config)
 
-        kept_rows: list[int] = []  # rows of the previous index that stay
-        new_chunks: list[Chunk] = []
-        chunker = None  # built on first use: an unchanged corpus needs no tokenizer
-        for doc in documents:
-            old_hash = previous.manifest.documents.get(doc.doc_id) if previous else None
-            if reusable and old_hash == hashes[doc.doc_id]:
-                kept_rows.extend(reusable[doc.doc_id])
-                report.unchanged.append(doc.doc_id)
-                continue
-            (report.changed if old_hash else report.added).append(doc.doc_id)
-            chunker = chunker or Chunker(embedder.tokenizer, config)
-            new_chunks.extend(chunker.chunk(doc))
-        # Kept chunks first, in their old order, then the new ones: adding an article appends
-        # to the previous index, so its vector index can be extended instead of rebuilt.
-        kept_rows.sort()
-        chunks = [previous.chunks[row] for row in kept_rows] + new_chunks
-        reused_rows: list[int | None] = [*kept_rows, *[None] * len(new_chunks)]
+        kept: list[str] = []  # articles whose passages and vectors stay, in their stored order
+        fresh: list[Document] = []  # articles chunked and embedded now, stored after the kept ones
+        for doc_id in _previous_first(hashes, previous):
+            if doc_id in reusable and old_hashes[doc_id] == hashes[doc_id]:
+                kept.append(doc_id)
+                report.unchanged.append(doc_id)
+            else:
+                (report.changed if doc_id in old_hashes else report.added).append(doc_id)
+                fresh.append(read.get(doc_id) or previous.documents[doc_id])  # stored: its file was not read
+        chunker = Chunker(embedder.tokenizer, config) if fresh else None  # an unchanged corpus needs no tokenizer
+        new_chunks = [c for doc in fresh for c in chunker.chunk(doc)]
+        kept_rows = np.fromiter((row for doc_id in kept for row in reusable[doc_id]), dtype=np.int64)
         if previous:
-            present = {d.doc_id for d in documents}
-            report.removed = sorted(set(previous.manifest.documents) - present)
+            report.removed = sorted(set(old_hashes) - set(hashes))
 
-        vectors = _vectors(embedder, settings, chunks, reused_rows, previous, progress)
-        index_type = choose_index_type(settings, len(chunks))
+        n_chunks = len(kept_rows) + len(new_chunks)
+        index_type = choose_index_type(settings, n_chunks)
+        # Adding articles only appends: the previous version's files are shared and extended.
+        appending = (
+            previous is not None
+            and previous.manifest.index_type == index_type
+            and len(kept) == len(old_hashes)
+            and not _moved(kept, read, previous)
+        )
+        vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
         manifest = Manifest(
             embedding_model=settings.embedding_model,
             dimension=embedder.dimension,
             chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
-            documents=hashes,
+            documents={doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
             index_type=index_type,
-            n_chunks=len(chunks),
+            n_chunks=n_chunks,
             built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             versions=library_versions(),
             version=new_version_name(),
             sentence_vectors=settings.sentence_vectors,
             file_stats=loaded.file_stats,
         )
-        appended_to = previous if _is_append(previous, kept_rows, index_type) else None
-        terms = _term_counts(previous, kept_rows, new_chunks)
-        write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, appended_to, terms)
-        embedder.export_onnx([embedding_text(c, settings.embed_title) for c in chunks[:64]])
-        report.embedded_chunks = reused_rows.count(None)
-        report.n_chunks = len(chunks)
+        terms = _term_counts(previous, kept_rows, new_chunks, appending)
+        if appending:
+            write_version(settings.index_dir, manifest, fresh, new_chunks, vectors, settings.hnsw, previous, terms)
+        else:
+            documents = [read.get(doc_id) or previous.documents[doc_id] for doc_id in kept] + fresh
+            chunks = [previous.chunks[row] for row in kept_rows] + new_chunks if kept else new_chunks
+            write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, None, terms)
+        embedder.export_onnx(lambda: _onnx_samples(settings, new_chunks))
+        report.embedded_chunks = len(new_chunks)
+        report.n_chunks = n_chunks
         report.version = manifest.version
         report.seconds = time.perf_counter() - started
         return report
 
 
-def _previous_first(documents: list[Document], previous: IndexStore | None) -> list[Document]:
+def _moved(kept: list[str], read: dict[str, Document], previous: IndexStore) -> bool:
+    """A kept article was read from another file than recorded: its stored record needs rewriting."""
+    sources = previous.manifest.sources
+    return any(sources.get(doc_id) != read[doc_id].source_path for doc_id in kept if doc_id in read)
+
+
+def _onnx_samples(settings: Settings, new_chunks: list[Chunk]) -> list[str]:
+    """Texts to check an ONNX export on: the new passages, else the index's first ones."""
+    chunks = new_chunks[:64] or IndexStore.open(settings.index_dir).chunks[:64]
+    return [embedding_text(c, settings.embed_title) for c in chunks]
+
+
+def _previous_first(hashes: dict[str, str], previous: IndexStore | None) -> list[str]:
     """Articles the previous index holds keep its order and new ones follow, so that adding one
     article appends to every file of the index instead of reordering them."""
     if previous is None:
-        return documents
-    order = {doc_id: i for i, doc_id in enumerate(previous.documents)}
-    return sorted(documents, key=lambda d: order.get(d.doc_id, len(order)))  # stable: new ones in file order
+        return list(hashes)
+    order = {doc_id: i for i, doc_id in enumerate(previous.manifest.chunk_counts)}
+    return sorted(hashes, key=lambda doc_id: order.get(doc_id, len(order)))  # stable: new ones in file order
 
 
-def _is_append(previous: IndexStore | None, kept_rows: list[int], index_type: str) -> bool:
-    """Every previous chunk is kept, in place, under the same index type: only new rows need adding."""
-    return (
-        previous is not None
-        and previous.manifest.index_type == index_type
-        and len(kept_rows) == len(previous.chunks)  # kept_rows is sorted and distinct
-    )
-
-
-def _term_counts(previous: IndexStore | None, kept_rows: list[int], new_chunks: list[Chunk]) -> TermCounts | None:
-    """Kept passages' term counts copied from the previous index, only new passages tokenised
-    (None: the previous index has none to copy, so every passage is counted)."""
-    old = previous.term_counts() if previous and kept_rows else None
-    return old.rows(kept_rows).extended([bm25_text(c) for c in new_chunks]) if old else None
+def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks: list[Chunk], appending: bool) -> TermCounts | None:
+    """Kept passages' term counts taken from the previous index, only new passages tokenised
+    (None: the previous index has none to take, so every passage is counted)."""
+    old = previous.term_counts() if previous and len(kept_rows) else None
+    if old is None:
+        return None
+    return (old if appending else old.rows(kept_rows)).extended([bm25_text(c) for c in new_chunks])
 
 
 def _sentence_texts(chunk: Chunk, with_title: bool) -> list[str]:
     return [embedding_text(replace(chunk, text=chunk.text[a:b]), with_title) for a, b in sentence_spans(chunk.text)]
 
 
-def _vectors(embedder, settings, chunks, reused_rows, previous, progress) -> Vectors:
-    """Embed new chunks (and their sentences); copy the vectors of reused ones, in chunk order."""
+def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress) -> Vectors:
+    """Embed the new chunks (and their sentences), which follow the kept ones. Appending, only
+    those are returned; otherwise the kept chunks' vectors come first, copied from the previous index."""
     dim = embedder.dimension
-    new_rows = [i for i, old in enumerate(reused_rows) if old is None]
-    texts = [embedding_text(chunks[i], settings.embed_title) for i in new_rows]
+    texts = [embedding_text(c, settings.embed_title) for c in new_chunks]
     sentence_texts: list[str] = []
-    new_sentence_owner: list[int] = []
+    owners: list[int] = []
     if settings.sentence_vectors:
-        for i in new_rows:
-            pieces = _sentence_texts(chunks[i], settings.embed_title)
+        for i, chunk in enumerate(new_chunks):
+            pieces = _sentence_texts(chunk, settings.embed_title)
             sentence_texts.extend(pieces)
-            new_sentence_owner.extend([i] * len(pieces))
-    fresh = embedder.encode_documents(texts + sentence_texts, progress=progress)
-
-    chunk_vectors = np.zeros((len(chunks), dim), dtype=np.float32)
-    chunk_vectors[new_rows] = fresh[: len(texts)]
-    sentence_blocks: list[np.ndarray] = []
-    owner_blocks: list[np.ndarray] = []
-    old_rows = {old: new for new, old in enumerate(reused_rows) if old is not None}
-    if old_rows:
-        old, new = np.fromiter(old_rows, dtype=np.int64), np.fromiter(old_rows.values(), dtype=np.int64)
-        chunk_vectors[new] = previous.vectors[old]
-        if settings.sentence_vectors:
-            keep = np.flatnonzero(np.isin(previous.sentence_owner, old))
-            remap = np.zeros(len(previous.chunks), dtype=np.int64)
-            remap[old] = new
-            sentence_blocks.append(np.asarray(previous.sentence_vectors[keep]))
-            owner_blocks.append(remap[np.asarray(previous.sentence_owner[keep])])
-    sentence_blocks.append(fresh[len(texts):])  # after the kept ones, as the chunks are
-    owner_blocks.append(np.asarray(new_sentence_owner, dtype=np.int64))
+            owners.extend([len(kept_rows) + i] * len(pieces))
+    fresh = np.asarray(embedder.encode_documents(texts + sentence_texts, progress=progress), dtype=np.float32).reshape(-1, dim)
+    new = Vectors(fresh[: len(texts)], fresh[len(texts) :], np.asarray(owners, dtype=np.int64))
+    if appending or not len(kept_rows):
+        return new
+    chunk_vectors = np.concatenate([previous.vectors[kept_rows], new.chunks])
+    if not settings.sentence_vectors:
+        return Vectors(chunk_vectors, new.sentences, new.sentence_owner)
+    keep = np.flatnonzero(np.isin(previous.sentence_owner, kept_rows))
+    remap = np.zeros(previous.manifest.n_chunks, dtype=np.int64)
+    remap[kept_rows] = np.arange(len(kept_rows))
     return Vectors(
         chunks=chunk_vectors,
-        sentences=np.concatenate(sentence_blocks).astype(np.float32).reshape(-1, dim),
-        sentence_owner=np.concatenate(owner_blocks),
+        sentences=np.concatenate([previous.sentence_vectors[keep], new.sentences]),
+        sentence_owner=np.concatenate([remap[previous.sentence_owner[keep]], new.sentence_owner]),
     )
 
 
 def _previous(settings: Settings) -> IndexStore | None:
-    """The current index, if one exists and is readable (a damaged one is simply rebuilt)."""
+    """The current index, if one exists and is readable (a damaged one is simply rebuilt). Its
+    records are read only if an article changed or left: adding one never needs them."""
     try:
-        return IndexStore.load(settings.index_dir)
+        return IndexStore.open(settings.index_dir)
     except IndexMissingError:
         return None
     except IndexCorruptError as exc:
@@ -208,17 +214,16 @@ def _unchanged_files(previous: IndexStore | None) -> Reuse | None:
     if previous is None:
         return None
     recorded = previous.manifest.file_stats
+    by_source = {path: doc_id for doc_id, path in previous.manifest.sources.items() if path}
 
-    def reuse(path: Path, st) -> Document | None:
-        doc = previous.documents.get(doc_id_for(path))
-        if doc and doc.source_path == str(path) and recorded.get(doc.doc_id) == file_stat(st):
-            return doc
-        return None
+    def reuse(path: str, st) -> str | None:
+        doc_id = by_source.get(path)
+        return doc_id if doc_id and recorded.get(doc_id) == file_stat(st) else None
 
     return reuse
 
 
-def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerConfig) -> dict[str, list[int]]:
+def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerConfig) -> dict[str, range]:
     """doc_id -> row numbers of its chunks, when the old index used the same model and chunker."""
     if previous is None:
         return {}
@@ -232,10 +237,7 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
     if not same:
         log.info("embedding model or chunker changed: re-embedding every document")
         return {}
-    rows: dict[str, list[int]] = {}
-    for i, chunk in enumerate(previous.chunks):
-        rows.setdefault(chunk.doc_id, []).append(i)
-    return rows
+    return m.rows_of()
 
 
 def _sources(settings: Settings, previous: IndexStore | None, extra: list[Path]) -> list[Path]:
@@ -245,8 +247,7 @@ def _sources(settings: Settings, previous: IndexStore | None, extra: list[Path])
     inside_seeds = os.path.join(settings.seeds_dir.resolve(), "")
     sources = [settings.seeds_dir]
     if previous:
-        for doc in previous.documents.values():
-            path = doc.source_path  # stored resolved: a string test, not a Path per article
+        for path in previous.manifest.sources.values():  # stored resolved: a string test, not a Path per article
             if path and not path.startswith(inside_seeds) and os.path.isfile(path):
                 sources.append(Path(path))
     return sources + extra

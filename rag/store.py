@@ -2,6 +2,12 @@
 
 Each build is written to a fresh version folder and made current by atomically replacing
 the `CURRENT` pointer file, so a crash mid-build leaves the previous index usable.
+
+Records and vectors are append-only files whose sizes the manifest records; a version reads
+only its recorded prefix. Adding articles therefore hard-links the previous version's files
+into the new one and appends to them, instead of copying hundreds of megabytes: the previous
+version still reads exactly what it wrote, and what an interrupted build appended is cut off
+by the next one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from rag.records import Chunk, Document, HnswConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: append-only records and raw vector files, sizes in the manifest
+DOCUMENTS, CHUNKS = "documents.jsonl", "chunks.jsonl"
+VECTORS, SENTENCE_VECTORS, SENTENCE_OWNER = "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64"
 CURRENT = "CURRENT"
 LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
@@ -74,10 +82,24 @@ class Manifest:
     sentence_vectors: bool = False
     format: int = FORMAT
     file_stats: dict[str, list[int]] = field(default_factory=dict)  # doc_id -> [size, mtime_ns]: unchanged files are not re-read
+    # Filled by `write_version`. Passages are stored article by article in `chunk_counts` order,
+    # so an article's rows follow from the counts without reading the passage records.
+    chunk_counts: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # doc_id -> the file it was read from
+    n_sentences: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # append-only file -> bytes this version reads
+
+    def rows_of(self) -> dict[str, range]:
+        """doc_id -> its passages' row numbers."""
+        rows, start = {}, 0
+        for doc_id, n in self.chunk_counts.items():
+            rows[doc_id] = range(start, start + n)
+            start += n
+        return rows
 
 
 def build_dense_index(vectors: np.ndarray, index_type: str, hnsw: HnswConfig = HnswConfig(), base=None):
-    """A FAISS index over `vectors`. `base`, an index already holding the first rows, is extended instead."""
+    """A FAISS index over `vectors`; with `base`, that index extended by `vectors`."""
     import faiss
 
     index = base
@@ -86,8 +108,8 @@ def build_dense_index(vectors: np.ndarray, index_type: str, hnsw: HnswConfig = H
         index.hnsw.efConstruction = hnsw.ef_construction
     elif index is None:
         index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors) > index.ntotal:
-        index.add(np.ascontiguousarray(vectors[index.ntotal :], dtype=np.float32))
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index
 
 
@@ -102,20 +124,23 @@ def library_versions() -> dict[str, str]:
 
 
 class IndexStore:
-    """A loaded, read-only index version."""
+    """A read-only index version. `load` reads everything now; `open` leaves the article and
+    passage records until first used (adding an article to a large index never needs them)."""
 
-    def __init__(
-        self, path: Path, manifest: Manifest, documents: dict[str, Document], chunks: list[Chunk], ef_search: int = 256
-    ):
+    def __init__(self, path: Path, manifest: Manifest, ef_search: int = 256):
         self.path = path
         self.manifest = manifest
-        self.documents = documents
-        self.chunks = chunks
         self.ef_search = ef_search  # HNSW search breadth: recall against latency
 
     # ---- loading -------------------------------------------------------------------------
     @classmethod
     def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
+        store = cls.open(index_dir, expected_model, ef_search)
+        _ = store.documents, store.chunks  # a damaged record file is reported at load, not mid-question
+        return store
+
+    @classmethod
+    def open(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
         version_dir = current_version_dir(index_dir)
         manifest = _read_manifest(version_dir / "manifest.json")
         if expected_model and manifest.embedding_model != expected_model:
@@ -123,41 +148,70 @@ class IndexStore:
                 f"the index in {index_dir} was built with {manifest.embedding_model!r} but the configured "
                 f"embedding model is {expected_model!r}; {REBUILD_HINT} or set RAG_EMBEDDING_MODEL={manifest.embedding_model}"
             )
-        documents = {d["doc_id"]: Document.from_dict(d) for d in _read_jsonl(version_dir / "documents.jsonl")}
-        try:
-            chunks = [Chunk(**c) for c in _read_jsonl(version_dir / "chunks.jsonl")]
-        except TypeError as exc:
-            raise IndexCorruptError(f"{version_dir / 'chunks.jsonl'}: unexpected fields ({exc}); {REBUILD_HINT}") from exc
-        if len(chunks) != manifest.n_chunks:
-            raise IndexCorruptError(
-                f"{version_dir / 'chunks.jsonl'}: {len(chunks)} chunks, manifest says {manifest.n_chunks}; {REBUILD_HINT}"
-            )
-        store = cls(version_dir, manifest, documents, chunks, ef_search)
+        store = cls(version_dir, manifest, ef_search)
         store._check_files()
         return store
 
     def _check_files(self) -> None:
         """Open the vector files now so a damaged one is reported by name at load, not mid-question."""
-        vectors = self.vectors
-        if vectors.shape != (self.manifest.n_chunks, self.manifest.dimension):
-            raise IndexCorruptError(f"{self.path / 'vectors.npy'}: shape {vectors.shape} does not match the manifest; {REBUILD_HINT}")
+        for name in (DOCUMENTS, CHUNKS):
+            self.recorded_size(name)
+        _ = self.vectors
         if self.dense.ntotal != self.manifest.n_chunks:
             raise IndexCorruptError(f"{self.path / 'dense.faiss'}: {self.dense.ntotal} vectors, expected {self.manifest.n_chunks}; {REBUILD_HINT}")
         if self.manifest.sentence_vectors:
-            n = len(self.sentence_owner)
-            if self.sentence_dense.ntotal != n or self.sentence_vectors.shape[0] != n:
-                raise IndexCorruptError(f"{self.path / 'sentences.faiss'}: {self.sentence_dense.ntotal} vectors, expected {n}; {REBUILD_HINT}")
+            _ = self.sentence_owner, self.sentence_vectors
+            if self.sentence_dense.ntotal != self.manifest.n_sentences:
+                raise IndexCorruptError(
+                    f"{self.path / 'sentences.faiss'}: {self.sentence_dense.ntotal} vectors, expected {self.manifest.n_sentences}; {REBUILD_HINT}"
+                )
         _ = self.bm25
+
+    def recorded_size(self, name: str) -> int:
+        """The bytes of an append-only file this version reads; the file may hold more (a later version's)."""
+        path = self.path / name
+        size = self.manifest.sizes.get(name)
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
+        if size is None or actual < size:
+            raise IndexCorruptError(f"{path}: truncated ({actual} bytes, the manifest records {size}); {REBUILD_HINT}")
+        return size
+
+    @cached_property
+    def documents(self) -> dict[str, Document]:
+        return {d["doc_id"]: Document.from_dict(d) for d in self._read_records(DOCUMENTS)}
+
+    @cached_property
+    def chunks(self) -> list[Chunk]:
+        path = self.path / CHUNKS
+        try:
+            chunks = [Chunk(**c) for c in self._read_records(CHUNKS)]
+        except TypeError as exc:
+            raise IndexCorruptError(f"{path}: unexpected fields ({exc}); {REBUILD_HINT}") from exc
+        if len(chunks) != self.manifest.n_chunks:
+            raise IndexCorruptError(f"{path}: {len(chunks)} chunks, manifest says {self.manifest.n_chunks}; {REBUILD_HINT}")
+        return chunks
+
+    def _read_records(self, name: str) -> list[dict]:
+        path = self.path / name
+        size = self.recorded_size(name)
+        with open(path, "rb") as fh:
+            data = fh.read(size)
+        return _parse_jsonl(path, data)
+
+    def _read_array(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        size = self.recorded_size(name)
+        if size != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+            raise IndexCorruptError(f"{self.path / name}: {size} bytes do not hold {shape} values; {REBUILD_HINT}")
+        if size == 0:
+            return np.zeros(shape, dtype)  # an empty file cannot be mapped
+        return np.memmap(self.path / name, dtype=dtype, mode="r", shape=shape)
 
     @cached_property
     def vectors(self) -> np.ndarray:
-        return self._read_npy(self.path / "vectors.npy")
-
-    def _read_npy(self, path: Path) -> np.ndarray:
-        try:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise IndexCorruptError(f"{path}: unreadable ({exc}); {REBUILD_HINT}") from exc
+        return self._read_array(VECTORS, np.float32, (self.manifest.n_chunks, self.manifest.dimension))
 
     @cached_property
     def dense(self):
@@ -170,11 +224,11 @@ class IndexStore:
     @cached_property
     def sentence_owner(self) -> np.ndarray:
         """Chunk row of each sentence vector."""
-        return self._read_npy(self.path / "sentence_owner.npy")
+        return self._read_array(SENTENCE_OWNER, np.int64, (self.manifest.n_sentences,))
 
     @cached_property
     def sentence_vectors(self) -> np.ndarray:
-        return self._read_npy(self.path / "sentence_vectors.npy")
+        return self._read_array(SENTENCE_VECTORS, np.float32, (self.manifest.n_sentences, self.manifest.dimension))
 
     @cached_property
     def _sentence_rows(self) -> dict[str, np.ndarray]:
@@ -219,7 +273,7 @@ class IndexStore:
         except (OSError, ValueError) as exc:
             log.warning("%s: unreadable term counts (%s); counting again", path, exc)
             return None
-        if terms and (terms.counts.shape[0] != len(self.chunks) or terms.counts.shape[1] > len(terms.vocab)):
+        if terms and (terms.counts.shape[0] != self.manifest.n_chunks or terms.counts.shape[1] > len(terms.vocab)):
             log.warning("%s: term counts do not match the passages; counting again", path)
             return None
         return terms
@@ -295,28 +349,34 @@ def write_version(
     appended_to: IndexStore | None = None,
     terms: TermCounts | None = None,
 ) -> Path:
-    """Write a complete index version beside the current one, then switch `CURRENT` to it.
+    """Write an index version beside the current one, then switch `CURRENT` to it.
 
-    `appended_to`: the previous version, when its rows are the first rows of this one; its vector
-    indexes are extended rather than rebuilt (an HNSW graph of 100,000 passages takes minutes).
-    `terms`: the chunks' term counts, when the caller kept most of them from the previous version."""
+    Passages must come article by article, in `documents` order. Without `appended_to`, the
+    arguments are the whole index. With it (the previous version), they are what follows its
+    rows: its files are shared and extended, and its vector indexes extended rather than rebuilt
+    (an HNSW graph of 100,000 passages takes minutes). `terms`: every passage's term counts,
+    when the caller kept most of them from the previous version."""
     index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
     tmp_dir.mkdir(mode=0o700)
-    before = appended_to.path if appended_to else None
-    _write_records(tmp_dir / "documents.jsonl", documents, Document.to_dict, before, appended_to and list(appended_to.documents.values()))
-    _write_records(tmp_dir / "chunks.jsonl", chunks, vars, before, appended_to and appended_to.chunks)  # flat: vars, not asdict
-    _save_npy(tmp_dir / "vectors.npy", vectors.chunks)
-    index_type = manifest.index_type
-    base = appended_to.dense if appended_to else None
-    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw, base))
+    base = appended_to
+    manifest.chunk_counts, manifest.sources = _catalog(documents, chunks, base)
+    manifest.n_sentences = (base.manifest.n_sentences if base else 0) + len(vectors.sentence_owner)
+    files = {
+        DOCUMENTS: jsonl_bytes(d.to_dict() for d in documents),
+        CHUNKS: jsonl_bytes(vars(c) for c in chunks),  # flat: vars, not asdict
+        VECTORS: _raw(vectors.chunks, np.float32),
+    }
     if manifest.sentence_vectors:
-        _save_npy(tmp_dir / "sentence_vectors.npy", vectors.sentences)
-        _save_npy(tmp_dir / "sentence_owner.npy", vectors.sentence_owner)
-        base = appended_to.sentence_dense if appended_to else None
-        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw, base))
-    write_keyword_index(tmp_dir / "bm25", terms or TermCounts.empty().extended([bm25_text(c) for c in chunks]))
+        files |= {SENTENCE_VECTORS: _raw(vectors.sentences, np.float32), SENTENCE_OWNER: _raw(vectors.sentence_owner, np.int64)}
+    manifest.sizes = {name: _extend_file(tmp_dir / name, data, base) for name, data in files.items()}
+    index_type = manifest.index_type
+    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw, base and base.dense))
+    if manifest.sentence_vectors:
+        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw, base and base.sentence_dense))
+    every_chunk = [*(base.chunks if base and not terms else []), *chunks]
+    write_keyword_index(tmp_dir / "bm25", terms or TermCounts.empty().extended([bm25_text(c) for c in every_chunk]))
     private_write(tmp_dir / "manifest.json", json.dumps(vars(manifest)).encode("utf-8"))
     os.replace(tmp_dir, version_dir)
     atomic_write(index_dir / CURRENT, manifest.version.encode("utf-8"))
@@ -324,19 +384,41 @@ def write_version(
     return version_dir
 
 
-def _write_records(path: Path, records: list, to_dict, previous_dir: Path | None, previous: list | None) -> None:
-    """Records as JSON lines. When the previous version's file holds exactly the first records, it is
-    copied and only the rest are encoded: encoding 100,000 passages again takes seconds."""
-    kept = len(previous) if previous and records[: len(previous)] == previous else 0
-    if kept:
-        shutil.copyfile(previous_dir / path.name, path)
-        os.chmod(path, 0o600)  # copyfile creates it with the default mode
-    private_write(path, jsonl_bytes(to_dict(r) for r in records[kept:]), append=bool(kept))
+def _catalog(documents: list[Document], chunks: list[Chunk], base: IndexStore | None) -> tuple[dict[str, int], dict[str, str | None]]:
+    """Passage counts and source files per article, in storage order, the base version's first."""
+    counts = dict(base.manifest.chunk_counts) if base else {}
+    sources = dict(base.manifest.sources) if base else {}
+    order = {d.doc_id: i for i, d in enumerate(documents)}
+    for d in documents:
+        counts[d.doc_id], sources[d.doc_id] = 0, d.source_path
+    last = 0
+    for c in chunks:
+        if order.get(c.doc_id, -1) < last:
+            raise ValueError(f"passage {c.chunk_id} is out of its article's order")
+        last = order[c.doc_id]
+        counts[c.doc_id] += 1
+    return counts, sources
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array))
+def _extend_file(path: Path, data: bytes, base: IndexStore | None) -> int:
+    """Write `data` after the base version's recorded bytes of the same file, which are shared
+    (hard-linked), not copied. Returns the bytes this version reads."""
+    if base is None:
+        private_write(path, data)
+        return len(data)
+    kept = base.recorded_size(path.name)
+    try:
+        os.link(base.path / path.name, path)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(base.path / path.name, path)
+        os.chmod(path, 0o600)
+    os.truncate(path, kept)  # drops what an interrupted build appended; the base reads no further
+    private_write(path, data, append=True)
+    return kept + len(data)
+
+
+def _raw(array: np.ndarray, dtype) -> bytes:
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
 
 
 def _save_faiss(path: Path, index) -> None:
@@ -374,20 +456,20 @@ def index_lock(index_dir: Path, wait: bool = False):
 
 def _read_manifest(path: Path) -> Manifest:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Manifest(**data)
+        manifest = Manifest(**json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc.__class__.__name__}); {REBUILD_HINT}") from exc
+    if manifest.format != FORMAT:
+        raise IndexCorruptError(f"{path}: an index of format {manifest.format}; this version reads format {FORMAT}; {REBUILD_HINT}")
+    return manifest
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _parse_jsonl(path: Path, data: bytes) -> list[dict]:
     try:
-        lines = path.read_text(encoding="utf-8").strip()
+        lines = data.decode("utf-8").strip()
         # one parse of all lines, not one per line (a newline inside a string is escaped): 100,000 in half the time
         return json.loads(f"[{lines.replace(chr(10), ',')}]")
-    except FileNotFoundError as exc:
-        raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{path}: corrupt or truncated ({exc.__class__.__name__}); {REBUILD_HINT}") from exc

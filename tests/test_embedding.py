@@ -78,7 +78,7 @@ def test_onnx_export_gives_the_same_vectors_without_loading_torch(embedder, tmp_
     texts = [LOAN, UNRELATED, "Minsk", "How much money will Russia lend to Belarus? " * 20]
     exporter = Embedder(onnx_cache=tmp_path / "onnx")
     exporter.__dict__["model"] = embedder.model  # the session's loaded model does the export
-    assert exporter.export_onnx(texts)
+    assert exporter.export_onnx(lambda: texts)
     fresh = Embedder(onnx_cache=tmp_path / "onnx")
     assert fresh.runtime_in_use == "onnx"
     queries = fresh.encode_queries(texts)

@@ -235,21 +235,27 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
         return real(vectors, index_type, config, base)
 
     monkeypatch.setattr(rag.store, "build_dense_index", spy)
-    encoded = []
-    real_jsonl = rag.store.jsonl_bytes
+    encoded, parsed = [], []
+    real_jsonl, real_parse = rag.store.jsonl_bytes, rag.store._parse_jsonl
     monkeypatch.setattr(rag.store, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
+    monkeypatch.setattr(rag.store, "_parse_jsonl", lambda path, data: parsed.append(path.name) or real_parse(path, data))
+    shared = ("documents.jsonl", "chunks.jsonl", "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64")
+    previous = {name: ((before.path / name).stat().st_ino, (before.path / name).read_bytes()) for name in shared}
     extra = tmp_path / "grain-corridor.md"
     extra.write_text(NEW_ARTICLE, encoding="utf-8")
     report = build_index(hnsw, embedder, extra_paths=[extra])
+    assert parsed == []  # adding an article reads none of the stored records
     after = IndexStore.load(settings.index_dir)
     assert extended == [len(before.chunks), len(before.sentence_owner)]  # chunk and sentence graphs, extended
     assert after.chunks[: len(before.chunks)] == before.chunks
     assert list(after.documents.values())[:-1] == list(before.documents.values())
-    # the previous records were copied; only the new article and its passages were encoded
+    # the previous files are shared (hard links), not copied, and only grew; only the new records were encoded
+    for name, (inode, data) in previous.items():
+        path = after.path / name
+        assert path.stat().st_ino == inode and path.read_bytes().startswith(data) and path.stat().st_size > len(data)
+        assert path.stat().st_mode & 0o777 == 0o600
     assert {r.get("doc_id") for r in encoded} == {"grain-corridor"}
     assert len(encoded) == 1 + report.embedded_chunks
-    for name in ("documents.jsonl", "chunks.jsonl"):  # the copied files stay private
-        assert (after.path / name).stat().st_mode & 0o777 == 0o600
     assert report.embedded_chunks == len(after.chunks) - len(before.chunks) >= 1
     assert_same_vectors(before, after, set(SEED_IDS))
     best = HybridRetriever(after, embedder, hnsw).search("How much wheat will the corridor carry?", top_k=1)[0]

@@ -167,6 +167,6 @@ def test_discover_searches_folders_and_rejects_missing_paths(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.TXT").write_text(ARTICLE, encoding="utf-8")
     (tmp_path / "y.csv").write_text("a,b", encoding="utf-8")
-    assert discover([tmp_path]) == [(tmp_path / "sub" / "x.TXT").resolve()]
+    assert discover([tmp_path]) == [str((tmp_path / "sub" / "x.TXT").resolve())]
     with pytest.raises(IngestError, match="no such file or folder"):
         discover([tmp_path / "missing"])

@@ -146,7 +146,7 @@ def test_chunks_file_missing_its_last_lines(tiny):
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     path.write_text("".join(lines[:-2]), encoding="utf-8")
     message = assert_corrupt_names(index_dir, "chunks.jsonl")
-    assert "4 chunks" in message and "6" in message
+    assert "truncated" in message and str(len("".join(lines).encode())) in message  # the size the manifest records
 
 
 def test_garbage_faiss_file(tiny):
@@ -163,14 +163,14 @@ def test_garbage_sentence_faiss_file(tiny):
 
 def test_deleted_vectors_file(tiny):
     index_dir = tiny[0]
-    (index_dir / "v-1" / "vectors.npy").unlink()
-    assert_corrupt_names(index_dir, "vectors.npy")
+    (index_dir / "v-1" / "vectors.f32").unlink()
+    assert_corrupt_names(index_dir, "vectors.f32")
 
 
-def test_vectors_file_of_the_wrong_shape(tiny):
+def test_vectors_file_short_of_the_manifest_rows(tiny):
     index_dir = tiny[0]
-    np.save(index_dir / "v-1" / "vectors.npy", np.zeros((5, DIM), dtype=np.float32))
-    assert_corrupt_names(index_dir, "vectors.npy")
+    (index_dir / "v-1" / "vectors.f32").write_bytes(np.zeros((5, DIM), dtype=np.float32).tobytes())  # 6 rows recorded
+    assert "truncated" in assert_corrupt_names(index_dir, "vectors.f32")
 
 
 def test_garbage_manifest(tiny):
@@ -268,7 +268,7 @@ def test_second_lock_is_refused_while_the_first_is_held(tmp_path):
         pass
 
 
-@pytest.mark.parametrize("name", ["vectors.npy", "chunks.jsonl", "manifest.json", "documents.jsonl", "dense.faiss", "sentence_vectors.npy"])
+@pytest.mark.parametrize("name", ["vectors.f32", "chunks.jsonl", "manifest.json", "documents.jsonl", "dense.faiss", "sentence_vectors.f32"])
 def test_index_files_are_private(tiny, name):
     mode = stat.S_IMODE((tiny[0] / "v-1" / name).stat().st_mode)
     assert mode == 0o600
@@ -288,3 +288,40 @@ def test_manifest_records_the_model_and_chunker(tiny):
     assert data["chunker"] == {"signature": "test"}
     assert Manifest(**data) == IndexStore.load(index_dir).manifest
     assert asdict(IndexStore.load(index_dir).manifest)["format"] == store_module.FORMAT
+
+
+# ---- appending: shared files, each version reads its recorded prefix -------------------------------
+def test_an_append_shares_the_files_and_cuts_off_what_an_interrupted_build_left(tiny):
+    index_dir, documents, chunks, vectors = tiny
+    before = IndexStore.load(index_dir)
+    for name in ("chunks.jsonl", "vectors.f32"):  # an append that crashed before switching CURRENT
+        with open(index_dir / "v-1" / name, "ab") as fh:
+            fh.write(b'{"half a rec')
+    assert IndexStore.load(index_dir).chunks == chunks  # the version reads only what it recorded
+
+    doc = Document("wheat", "Wheat exports rose.", "Title wheat", source_path="/seeds/wheat.txt")
+    chunk = Chunk("wheat-0", "wheat", 0, doc.text, 0, len(doc.text), "Title wheat")
+    new = Vectors(unit_rows(1, 9), unit_rows(2, 10), np.array([6, 6]))
+    manifest = Manifest(
+        embedding_model=MODEL, dimension=DIM, chunker={"signature": "test"},
+        documents={d.doc_id: d.content_hash for d in [*documents, doc]}, index_type="flat", n_chunks=7,
+        built_at="2020-01-02T00:00:00", versions={}, version="v-2", sentence_vectors=True,
+    )
+    write_version(index_dir, manifest, [doc], [chunk], new, appended_to=before)
+    after = IndexStore.load(index_dir)
+    assert after.chunks == [*chunks, chunk]
+    assert list(after.documents) == [*(d.doc_id for d in documents), "wheat"]
+    np.testing.assert_array_equal(np.asarray(after.vectors), np.concatenate([vectors.chunks, new.chunks]))
+    np.testing.assert_array_equal(np.asarray(after.sentence_owner), np.concatenate([vectors.sentence_owner, [6, 6]]))
+    assert after.manifest.chunk_counts == {"minsk": 2, "loan": 2, "ryanair": 2, "wheat": 1}
+    assert after.manifest.sources["wheat"] == "/seeds/wheat.txt"
+    assert (after.path / "vectors.f32").stat().st_size == 7 * DIM * 4  # the crashed build's bytes are gone
+    assert after.dense_search(new.chunks[0], 1)[0][0] == 6
+
+
+def test_passages_out_of_their_articles_order_are_refused(tmp_path):
+    documents = [Document("a", "A."), Document("b", "B.")]
+    chunks = [Chunk("b-0", "b", 0, "B.", 0, 2), Chunk("a-0", "a", 0, "A.", 0, 2)]
+    manifest = Manifest(MODEL, DIM, {}, {"a": "x", "b": "y"}, "flat", 2, "", {}, "v-1")
+    with pytest.raises(ValueError, match="a-0"):
+        write_version(tmp_path / "index", manifest, documents, chunks, Vectors(unit_rows(2, 0), unit_rows(0, 0), np.zeros(0, np.int64)))
