@@ -7,7 +7,9 @@ Records and vectors are append-only files whose sizes the manifest records; a ve
 only its recorded prefix. Adding articles therefore hard-links the previous version's files
 into the new one and appends to them, instead of copying hundreds of megabytes: the previous
 version still reads exactly what it wrote, and what an interrupted build appended is cut off
-by the next one.
+by the next one. The FAISS indexes are shared the same way: the newest rows they do not hold yet
+(up to `EXACT_TAIL` of them) are searched exactly from the vector files, and only a longer tail
+is folded in, which rewrites the index file.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 FORMAT = 2  # 2: append-only records and raw vector files, sizes in the manifest
 DOCUMENTS, CHUNKS = "documents.jsonl", "chunks.jsonl"
 VECTORS, SENTENCE_VECTORS, SENTENCE_OWNER = "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64"
+DENSE, SENTENCE_DENSE = "dense.faiss", "sentences.faiss"
+EXACT_TAIL = 10_000  # rows past a FAISS index, scanned exactly (~1 ms a query) until they are folded in
 CURRENT = "CURRENT"
 LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
@@ -88,6 +92,7 @@ class Manifest:
     sources: dict[str, str] = field(default_factory=dict)  # doc_id -> the file it was read from
     n_sentences: int = 0
     sizes: dict[str, int] = field(default_factory=dict)  # append-only file -> bytes this version reads
+    faiss_rows: dict[str, int] = field(default_factory=dict)  # FAISS file -> the first rows it holds
 
     def rows_of(self) -> dict[str, range]:
         """doc_id -> its passages' row numbers."""
@@ -136,7 +141,10 @@ class IndexStore:
     @classmethod
     def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
         store = cls.open(index_dir, expected_model, ef_search)
-        _ = store.documents, store.chunks  # a damaged record file is reported at load, not mid-question
+        _ = store.documents, store.chunks  # a damaged file is reported at load, not mid-question
+        store._check_rows(DENSE, store.dense)
+        if store.manifest.sentence_vectors:
+            store._check_rows(SENTENCE_DENSE, store.sentence_dense)
         return store
 
     @classmethod
@@ -153,19 +161,21 @@ class IndexStore:
         return store
 
     def _check_files(self) -> None:
-        """Open the vector files now so a damaged one is reported by name at load, not mid-question."""
-        for name in (DOCUMENTS, CHUNKS):
+        """Open the vector files now so a damaged one is reported by name at load, not mid-question.
+        The FAISS files are only looked for: `load` reads them, an append may not need them."""
+        for name in self.manifest.sizes:
             self.recorded_size(name)
         _ = self.vectors
-        if self.dense.ntotal != self.manifest.n_chunks:
-            raise IndexCorruptError(f"{self.path / 'dense.faiss'}: {self.dense.ntotal} vectors, expected {self.manifest.n_chunks}; {REBUILD_HINT}")
         if self.manifest.sentence_vectors:
             _ = self.sentence_owner, self.sentence_vectors
-            if self.sentence_dense.ntotal != self.manifest.n_sentences:
-                raise IndexCorruptError(
-                    f"{self.path / 'sentences.faiss'}: {self.sentence_dense.ntotal} vectors, expected {self.manifest.n_sentences}; {REBUILD_HINT}"
-                )
+        for name in self.manifest.faiss_rows:
+            if not (self.path / name).is_file():
+                raise IndexCorruptError(f"{self.path / name}: missing; {REBUILD_HINT}")
         _ = self.bm25
+
+    def _check_rows(self, name: str, index) -> None:
+        if index.ntotal != self.manifest.faiss_rows.get(name):
+            raise IndexCorruptError(f"{self.path / name}: {index.ntotal} vectors, expected {self.manifest.faiss_rows.get(name)}; {REBUILD_HINT}")
 
     def recorded_size(self, name: str) -> int:
         """The bytes of an append-only file this version reads; the file may hold more (a later version's)."""
@@ -215,11 +225,11 @@ class IndexStore:
 
     @cached_property
     def dense(self):
-        return self._read_faiss(self.path / "dense.faiss")
+        return self._read_faiss(self.path / DENSE)
 
     @cached_property
     def sentence_dense(self):
-        return self._read_faiss(self.path / "sentences.faiss")
+        return self._read_faiss(self.path / SENTENCE_DENSE)
 
     @cached_property
     def sentence_owner(self) -> np.ndarray:
@@ -286,15 +296,30 @@ class IndexStore:
             return []
         query = query_vector.reshape(1, -1).astype(np.float32)
         best: dict[int, float] = {}
-        for row, score in self._faiss_search(self.dense, query, k, allowed):
+        for row, score in self._vector_search(self.dense, self.vectors, query, k, allowed):
             best[row] = score
         if self.manifest.sentence_vectors:
             sentence_allowed = None if allowed is None else np.flatnonzero(np.isin(self.sentence_owner, allowed))
-            for sent, score in self._faiss_search(self.sentence_dense, query, k * 4, sentence_allowed):
+            for sent, score in self._vector_search(self.sentence_dense, self.sentence_vectors, query, k * 4, sentence_allowed):
                 row = int(self.sentence_owner[sent])
                 best[row] = max(best.get(row, -1.0), score)
         ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
         return ranked[:k]
+
+    def _vector_search(self, index, vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """The best k rows: FAISS over the rows it holds, an exact scan over the newer rows after them."""
+        held = index.ntotal
+        if allowed is None:
+            hits = self._faiss_search(index, query, k, None)
+            tail = np.arange(held, len(vectors))
+        else:
+            hits = self._faiss_search(index, query, k, allowed[allowed < held])
+            tail = allowed[allowed >= held]
+        if not len(tail):
+            return hits
+        scores = np.asarray(vectors[tail]) @ query[0]
+        top = np.argsort(-scores, kind="stable")[:k]
+        return sorted(hits + [(int(tail[i]), float(scores[i])) for i in top], key=lambda hit: -hit[1])[:k]
 
     def _faiss_search(self, index, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         import faiss
@@ -371,10 +396,10 @@ def write_version(
     if manifest.sentence_vectors:
         files |= {SENTENCE_VECTORS: _raw(vectors.sentences, np.float32), SENTENCE_OWNER: _raw(vectors.sentence_owner, np.int64)}
     manifest.sizes = {name: _extend_file(tmp_dir / name, data, base) for name, data in files.items()}
-    index_type = manifest.index_type
-    _save_faiss(tmp_dir / "dense.faiss", build_dense_index(vectors.chunks, index_type, hnsw, base and base.dense))
+    ann = _AnnWriter(manifest.index_type, hnsw, base)
+    manifest.faiss_rows = {DENSE: ann.write(tmp_dir / DENSE, vectors.chunks, manifest.n_chunks)}
     if manifest.sentence_vectors:
-        _save_faiss(tmp_dir / "sentences.faiss", build_dense_index(vectors.sentences, index_type, hnsw, base and base.sentence_dense))
+        manifest.faiss_rows[SENTENCE_DENSE] = ann.write(tmp_dir / SENTENCE_DENSE, vectors.sentences, manifest.n_sentences)
     every_chunk = [*(base.chunks if base and not terms else []), *chunks]
     write_keyword_index(tmp_dir / "bm25", terms or TermCounts.empty().extended([bm25_text(c) for c in every_chunk]))
     private_write(tmp_dir / "manifest.json", json.dumps(vars(manifest)).encode("utf-8"))
@@ -407,14 +432,42 @@ def _extend_file(path: Path, data: bytes, base: IndexStore | None) -> int:
         private_write(path, data)
         return len(data)
     kept = base.recorded_size(path.name)
-    try:
-        os.link(base.path / path.name, path)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(base.path / path.name, path)
-        os.chmod(path, 0o600)
+    _share(base.path / path.name, path)
     os.truncate(path, kept)  # drops what an interrupted build appended; the base reads no further
     private_write(path, data, append=True)
     return kept + len(data)
+
+
+@dataclass
+class _AnnWriter:
+    """Writes a version's FAISS indexes: with a base version, its index is shared (hard-linked)
+    while the rows it lacks stay within `EXACT_TAIL`, else extended by them and written anew."""
+
+    index_type: str
+    hnsw: HnswConfig
+    base: IndexStore | None
+
+    def write(self, path: Path, new: np.ndarray, n_rows: int) -> int:
+        """The index for the file `path.name` over `n_rows` rows, the last of which are `new`; returns the rows it holds."""
+        if self.base is None:
+            _save_faiss(path, build_dense_index(new, self.index_type, self.hnsw))
+            return n_rows
+        held = self.base.manifest.faiss_rows[path.name]
+        if n_rows - held <= EXACT_TAIL:
+            _share(self.base.path / path.name, path)
+            return held
+        index, stored = (self.base.dense, self.base.vectors) if path.name == DENSE else (self.base.sentence_dense, self.base.sentence_vectors)
+        _save_faiss(path, build_dense_index(np.concatenate([stored[held:], new]), self.index_type, self.hnsw, index))
+        return n_rows
+
+
+def _share(source: Path, path: Path) -> None:
+    """A hard link: the new version shares the file instead of a copy of it."""
+    try:
+        os.link(source, path)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(source, path)
+        os.chmod(path, 0o600)
 
 
 def _raw(array: np.ndarray, dtype) -> bytes:

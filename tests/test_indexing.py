@@ -221,7 +221,7 @@ def _record(seen: list, rows) -> list:
     return rows
 
 
-def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(settings, embedder, tmp_path, monkeypatch):
+def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_exactly(settings, embedder, tmp_path, monkeypatch):
     import rag.store
 
     hnsw = settings.with_overrides(index_type="hnsw")
@@ -239,20 +239,22 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
     real_jsonl, real_parse = rag.store.jsonl_bytes, rag.store._parse_jsonl
     monkeypatch.setattr(rag.store, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
     monkeypatch.setattr(rag.store, "_parse_jsonl", lambda path, data: parsed.append(path.name) or real_parse(path, data))
-    shared = ("documents.jsonl", "chunks.jsonl", "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64")
+    shared = ("documents.jsonl", "chunks.jsonl", "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64", "dense.faiss", "sentences.faiss")
     previous = {name: ((before.path / name).stat().st_ino, (before.path / name).read_bytes()) for name in shared}
     extra = tmp_path / "grain-corridor.md"
     extra.write_text(NEW_ARTICLE, encoding="utf-8")
     report = build_index(hnsw, embedder, extra_paths=[extra])
     assert parsed == []  # adding an article reads none of the stored records
     after = IndexStore.load(settings.index_dir)
-    assert extended == [len(before.chunks), len(before.sentence_owner)]  # chunk and sentence graphs, extended
+    assert extended == []  # the HNSW graphs are shared as they are; the new rows are searched exactly
+    assert after.dense.ntotal == len(before.chunks) and after.sentence_dense.ntotal == len(before.sentence_owner)
     assert after.chunks[: len(before.chunks)] == before.chunks
     assert list(after.documents.values())[:-1] == list(before.documents.values())
     # the previous files are shared (hard links), not copied, and only grew; only the new records were encoded
     for name, (inode, data) in previous.items():
         path = after.path / name
-        assert path.stat().st_ino == inode and path.read_bytes().startswith(data) and path.stat().st_size > len(data)
+        grown = name.endswith(".faiss") or path.stat().st_size > len(data)
+        assert path.stat().st_ino == inode and path.read_bytes().startswith(data) and grown
         assert path.stat().st_mode & 0o777 == 0o600
     assert {r.get("doc_id") for r in encoded} == {"grain-corridor"}
     assert len(encoded) == 1 + report.embedded_chunks
@@ -260,6 +262,19 @@ def test_adding_an_article_extends_the_hnsw_index_instead_of_rebuilding_it(setti
     assert_same_vectors(before, after, set(SEED_IDS))
     best = HybridRetriever(after, embedder, hnsw).search("How much wheat will the corridor carry?", top_k=1)[0]
     assert best.chunk.doc_id == "grain-corridor"
+    # the same dense ranking as an exact search of every row
+    query = embedder.encode_queries(["How much wheat will the corridor carry?"])[0]
+    exact = np.argsort(-(np.asarray(after.vectors) @ query))[:3]
+    assert [row for row, _ in after._vector_search(after.dense, after.vectors, query[None, :], 3, None)] == list(exact)
+
+    # past EXACT_TAIL the new rows are folded into the graph: extended, not rebuilt
+    monkeypatch.setattr(rag.store, "EXACT_TAIL", 0)
+    second = tmp_path / "grain-corridor-2.md"
+    second.write_text(NEW_ARTICLE.replace("corridor", "route"), encoding="utf-8")
+    build_index(hnsw, embedder, extra_paths=[extra, second])
+    folded = IndexStore.load(settings.index_dir)
+    assert extended == [len(before.chunks), len(before.sentence_owner)]
+    assert folded.dense.ntotal == len(folded.chunks) and folded.sentence_dense.ntotal == len(folded.sentence_owner)
 
     # a change in the middle is not an append: the graph is rebuilt
     extended.clear()
