@@ -312,13 +312,14 @@ class IndexStore:
         if allowed is None:
             hits = self._faiss_search(index, query, k, None)
             tail = np.arange(held, len(vectors))
+            scores = np.asarray(vectors[held:]) @ query[0]  # a slice: no copy of the rows
         else:
             hits = self._faiss_search(index, query, k, allowed[allowed < held])
             tail = allowed[allowed >= held]
+            scores = np.asarray(vectors[tail]) @ query[0]
         if not len(tail):
             return hits
-        scores = np.asarray(vectors[tail]) @ query[0]
-        top = np.argsort(-scores, kind="stable")[:k]
+        top = np.argpartition(-scores, min(k, len(tail)) - 1)[:k]
         return sorted(hits + [(int(tail[i]), float(scores[i])) for i in top], key=lambda hit: -hit[1])[:k]
 
     def _faiss_search(self, index, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:

@@ -316,7 +316,11 @@ def test_an_append_shares_the_files_and_cuts_off_what_an_interrupted_build_left(
     assert after.manifest.chunk_counts == {"minsk": 2, "loan": 2, "ryanair": 2, "wheat": 1}
     assert after.manifest.sources["wheat"] == "/seeds/wheat.txt"
     assert (after.path / "vectors.f32").stat().st_size == 7 * DIM * 4  # the crashed build's bytes are gone
+    # the new row is past the shared FAISS index: searched exactly, filters included
+    assert after.dense.ntotal == 6 and (after.path / "dense.faiss").stat().st_nlink == 1  # v-1 pruned, the file kept
     assert after.dense_search(new.chunks[0], 1)[0][0] == 6
+    assert after.dense_search(new.chunks[0], 1, allowed=np.array([0, 6]))[0][0] == 6
+    assert 6 not in [row for row, _ in after.dense_search(new.chunks[0], 2, allowed=np.array([0, 1]))]
 
 
 def test_passages_out_of_their_articles_order_are_refused(tmp_path):
