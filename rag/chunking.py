@@ -7,8 +7,8 @@ sentences by pysbd; a sentence longer than a chunk is cut at word-piece boundari
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Protocol
 
 from rag.records import Chunk, Document
@@ -36,11 +36,18 @@ class ChunkerConfig:
         return f"sentences-v1:max={self.max_tokens}:overlap={self.overlap_tokens}"
 
 
-@lru_cache(maxsize=1)
-def _segmenter():
-    import pysbd
+_local = threading.local()
 
-    return pysbd.Segmenter(language="en", clean=False, char_span=True)
+
+def _segmenter():
+    """One pysbd segmenter per thread: `segment` keeps the text in `self.original_text` and finds
+    the sentences' spans in it afterwards, so a segmenter shared by threads (the UI answers several
+    questions at once) loses or misplaces sentences when another thread's text replaces it."""
+    if not hasattr(_local, "segmenter"):
+        import pysbd
+
+        _local.segmenter = pysbd.Segmenter(language="en", clean=False, char_span=True)
+    return _local.segmenter
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,35 @@ def test_sentence_spans_end_at_paragraph_breaks_and_keep_abbreviations():
         "Mr. Peskov said no.",
         "Talks began on Aug. 9 in Minsk.",
     ]
+
+
+def test_sentence_spans_from_many_threads_match_a_single_thread(seed_documents):
+    """The UI answers several questions at once, each splitting passages into sentences: a thread
+    must not get sentences lost or moved by another thread's text (which made the refusal check
+    miss the loan sentence and refuse under load)."""
+    texts = [p for d in seed_documents for p in d.text.split("\n\n") if p.strip()]
+    expected = [sentence_spans(t) for t in texts]
+    wrong: list[str] = []
+    start = threading.Barrier(8)
+
+    def split(n: int) -> None:
+        start.wait()
+        for _ in range(3):
+            for i in range(n, n + len(texts)):  # each thread in its own order
+                if sentence_spans(texts[i % len(texts)]) != expected[i % len(texts)]:
+                    wrong.append(texts[i % len(texts)][:40])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, as a loaded machine does
+    try:
+        threads = [threading.Thread(target=split, args=(n * 7,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not wrong, f"{len(wrong)} of {8 * 3 * len(texts)} splits differed from a single thread's, e.g. {wrong[:3]}"
 
 
 @pytest.mark.integration
