@@ -168,9 +168,9 @@ class IndexStore:
         _ = self.vectors
         if self.manifest.sentence_vectors:
             _ = self.sentence_owner, self.sentence_vectors
-        for name in self.manifest.faiss_rows:
-            if not (self.path / name).is_file():
-                raise IndexCorruptError(f"{self.path / name}: missing; {REBUILD_HINT}")
+        for name in [DENSE, SENTENCE_DENSE] if self.manifest.sentence_vectors else [DENSE]:
+            if name not in self.manifest.faiss_rows or not (self.path / name).is_file():
+                raise IndexCorruptError(f"{self.path / name}: missing, or not in the manifest; {REBUILD_HINT}")
         _ = self.bm25
 
     def _check_rows(self, name: str, index) -> None:
