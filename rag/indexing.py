@@ -69,69 +69,81 @@ def build_index(
     with index_lock(settings.index_dir):
         previous = None if rebuild else _previous(settings)
         sources = _sources(settings, previous, extra_paths or [])
-        loaded = load_documents(sources, _unchanged_files(previous))
-        if not loaded.documents and not loaded.unchanged:
-            names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
-            raise RagError(f"nothing to index: {names}")
-        old_hashes = previous.manifest.documents if previous else {}
-        read = {d.doc_id: d for d in loaded.documents}
-        # hashed once: hashing 20,000 texts twice shows; unread files keep their recorded hash
-        hashes = {doc_id: old_hashes[doc_id] for doc_id in loaded.unchanged} | {d.doc_id: d.content_hash for d in loaded.documents}
-        config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
-        report = IndexReport(skipped=loaded.skipped)
-        reusable = _reusable(previous, settings, config)
-
-        kept: list[str] = []  # articles whose passages and vectors stay, in their stored order
-        fresh: list[Document] = []  # articles chunked and embedded now, stored after the kept ones
-        for doc_id in _previous_first(hashes, previous):
-            if doc_id in reusable and old_hashes[doc_id] == hashes[doc_id]:
-                kept.append(doc_id)
-                report.unchanged.append(doc_id)
-            else:
-                (report.changed if doc_id in old_hashes else report.added).append(doc_id)
-                fresh.append(read.get(doc_id) or previous.documents[doc_id])  # stored: its file was not read
-        chunker = Chunker(embedder.tokenizer, config) if fresh else None  # an unchanged corpus needs no tokenizer
-        new_chunks = [c for doc in fresh for c in chunker.chunk(doc)]
-        kept_rows = np.fromiter((row for doc_id in kept for row in reusable[doc_id]), dtype=np.int64)
-        if previous:
-            report.removed = sorted(set(old_hashes) - set(hashes))
-
-        n_chunks = len(kept_rows) + len(new_chunks)
-        index_type = choose_index_type(settings, n_chunks)
-        # Adding articles only appends: the previous version's files are shared and extended.
-        appending = (
-            previous is not None
-            and previous.manifest.index_type == index_type
-            and len(kept) == len(old_hashes)
-            and not _moved(kept, read, previous)
-        )
-        vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
-        manifest = Manifest(
-            embedding_model=settings.embedding_model,
-            dimension=embedder.dimension,
-            chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
-            documents={doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
-            index_type=index_type,
-            n_chunks=n_chunks,
-            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            versions=library_versions(),
-            version=new_version_name(),
-            sentence_vectors=settings.sentence_vectors,
-            file_stats=loaded.file_stats,
-        )
-        terms = _term_counts(previous, kept_rows, new_chunks, appending)
-        if appending:
-            write_version(settings.index_dir, manifest, fresh, new_chunks, vectors, settings.hnsw, previous, terms)
-        else:
-            documents = [read.get(doc_id) or previous.documents[doc_id] for doc_id in kept] + fresh
-            chunks = [previous.chunks[row] for row in kept_rows] + new_chunks if kept else new_chunks
-            write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, None, terms)
-        embedder.export_onnx(lambda: _onnx_samples(settings, new_chunks))
-        report.embedded_chunks = len(new_chunks)
-        report.n_chunks = n_chunks
-        report.version = manifest.version
+        try:
+            report = _build(settings, embedder, previous, sources, progress)
+        except IndexCorruptError as exc:  # damage in a part of the previous index only now read
+            if previous is None:
+                raise
+            log.warning("rebuilding from scratch: %s", exc)
+            report = _build(settings, embedder, None, sources, progress)
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, sources: list[Path], progress: bool) -> IndexReport:
+    """One build under the lock: the previous version's unchanged articles kept, the rest embedded."""
+    loaded = load_documents(sources, _unchanged_files(previous))
+    if not loaded.documents and not loaded.unchanged:
+        names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
+        raise RagError(f"nothing to index: {names}")
+    old_hashes = previous.manifest.documents if previous else {}
+    read = {d.doc_id: d for d in loaded.documents}
+    # hashed once: hashing 20,000 texts twice shows; unread files keep their recorded hash
+    hashes = {doc_id: old_hashes[doc_id] for doc_id in loaded.unchanged} | {d.doc_id: d.content_hash for d in loaded.documents}
+    config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
+    report = IndexReport(skipped=loaded.skipped)
+    reusable = _reusable(previous, settings, config)
+
+    kept: list[str] = []  # articles whose passages and vectors stay, in their stored order
+    fresh: list[Document] = []  # articles chunked and embedded now, stored after the kept ones
+    for doc_id in _previous_first(hashes, previous):
+        if doc_id in reusable and old_hashes[doc_id] == hashes[doc_id]:
+            kept.append(doc_id)
+            report.unchanged.append(doc_id)
+        else:
+            (report.changed if doc_id in old_hashes else report.added).append(doc_id)
+            fresh.append(read.get(doc_id) or previous.documents[doc_id])  # stored: its file was not read
+    chunker = Chunker(embedder.tokenizer, config) if fresh else None  # an unchanged corpus needs no tokenizer
+    new_chunks = [c for doc in fresh for c in chunker.chunk(doc)]
+    kept_rows = np.fromiter((row for doc_id in kept for row in reusable[doc_id]), dtype=np.int64)
+    if previous:
+        report.removed = sorted(set(old_hashes) - set(hashes))
+
+    n_chunks = len(kept_rows) + len(new_chunks)
+    index_type = choose_index_type(settings, n_chunks)
+    # Adding articles only appends: the previous version's files are shared and extended.
+    appending = (
+        previous is not None
+        and previous.manifest.index_type == index_type
+        and len(kept) == len(old_hashes)
+        and not _moved(kept, read, previous)
+    )
+    vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
+    manifest = Manifest(
+        embedding_model=settings.embedding_model,
+        dimension=embedder.dimension,
+        chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
+        documents={doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
+        index_type=index_type,
+        n_chunks=n_chunks,
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        versions=library_versions(),
+        version=new_version_name(),
+        sentence_vectors=settings.sentence_vectors,
+        file_stats=loaded.file_stats,
+    )
+    terms = _term_counts(previous, kept_rows, new_chunks, appending)
+    if appending:
+        write_version(settings.index_dir, manifest, fresh, new_chunks, vectors, settings.hnsw, previous, terms)
+    else:
+        documents = [read.get(doc_id) or previous.documents[doc_id] for doc_id in kept] + fresh
+        chunks = [previous.chunks[row] for row in kept_rows] + new_chunks if kept else new_chunks
+        write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, None, terms)
+    embedder.export_onnx(lambda: _onnx_samples(settings, new_chunks))
+    report.embedded_chunks = len(new_chunks)
+    report.n_chunks = n_chunks
+    report.version = manifest.version
+    return report
 
 
 def _moved(kept: list[str], read: dict[str, Document], previous: IndexStore) -> bool:
@@ -199,7 +211,7 @@ def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, pro
 
 def _previous(settings: Settings) -> IndexStore | None:
     """The current index, if one exists and is readable (a damaged one is simply rebuilt). Its
-    records are read only if an article changed or left: adding one never needs them."""
+    records are read only when needed: adding articles under the same settings never needs them."""
     try:
         return IndexStore.open(settings.index_dir)
     except IndexMissingError:

@@ -73,7 +73,7 @@ def _supported_files(folder: Path) -> list[str]:
 def load_documents(paths: list[Path], reuse: Reuse | None = None) -> LoadResult:
     """Read and clean every supported file; `reuse` spares re-reading files that have not changed."""
     result = LoadResult()
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     for path in discover(paths):
         try:
             st = os.stat(path)

@@ -29,7 +29,10 @@ class Document:
 
     @property
     def content_hash(self) -> str:
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:16]
+        """What its passages are made of: the text and the metadata each passage carries (and is
+        embedded with), so editing only a title or date counts as a change."""
+        made_of = "\x1f".join(v or "" for v in (self.text, self.title, self.date, self.publisher, self.url))
+        return hashlib.sha256(made_of.encode("utf-8")).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return vars(self) | {"removed": [vars(r) for r in self.removed], "content_hash": self.content_hash}
@@ -37,7 +40,7 @@ class Document:
     @classmethod
     def from_dict(cls, data: dict) -> Document:
         """Takes ownership of `data` (a freshly parsed record)."""
-        data.pop("content_hash", None)  # derived from the text
+        data.pop("content_hash", None)  # derived
         data["removed"] = [Removal(**r) for r in data.get("removed", [])]
         return cls(**data)
 

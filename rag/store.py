@@ -89,7 +89,7 @@ class Manifest:
     # Filled by `write_version`. Passages are stored article by article in `chunk_counts` order,
     # so an article's rows follow from the counts without reading the passage records.
     chunk_counts: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # doc_id -> the file it was read from
+    sources: dict[str, str | None] = field(default_factory=dict)  # doc_id -> the file it was read from
     n_sentences: int = 0
     sizes: dict[str, int] = field(default_factory=dict)  # append-only file -> bytes this version reads
     faiss_rows: dict[str, int] = field(default_factory=dict)  # FAISS file -> the first rows it holds
@@ -142,6 +142,7 @@ class IndexStore:
     def load(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
         store = cls.open(index_dir, expected_model, ef_search)
         _ = store.documents, store.chunks  # a damaged file is reported at load, not mid-question
+        store._check_catalog()
         store._check_rows(DENSE, store.dense)
         if store.manifest.sentence_vectors:
             store._check_rows(SENTENCE_DENSE, store.sentence_dense)
@@ -163,8 +164,8 @@ class IndexStore:
     def _check_files(self) -> None:
         """Open the vector files now so a damaged one is reported by name at load, not mid-question.
         The FAISS files are only looked for: `load` reads them, an append may not need them."""
-        for name in self.manifest.sizes:
-            self.recorded_size(name)
+        for name in (DOCUMENTS, CHUNKS):
+            self._check_records_end(name)
         _ = self.vectors
         if self.manifest.sentence_vectors:
             _ = self.sentence_owner, self.sentence_vectors
@@ -172,6 +173,13 @@ class IndexStore:
             if name not in self.manifest.faiss_rows or not (self.path / name).is_file():
                 raise IndexCorruptError(f"{self.path / name}: missing, or not in the manifest; {REBUILD_HINT}")
         _ = self.bm25
+
+    def _check_catalog(self) -> None:
+        """The manifest's passage counts per article match the stored passages (an append trusts them)."""
+        counts = self.manifest.chunk_counts
+        stored = [c.doc_id for c in self.chunks]
+        if stored != [doc_id for doc_id, n in counts.items() for _ in range(n)] or counts.keys() != self.documents.keys():
+            raise IndexCorruptError(f"{self.path / 'manifest.json'}: its articles do not match {CHUNKS} and {DOCUMENTS}; {REBUILD_HINT}")
 
     def _check_rows(self, name: str, index) -> None:
         if index.ntotal != self.manifest.faiss_rows.get(name):
@@ -185,13 +193,27 @@ class IndexStore:
             actual = path.stat().st_size
         except FileNotFoundError as exc:
             raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
-        if size is None or actual < size:
+        if size is None:
+            raise IndexCorruptError(f"{path}: not in the manifest; {REBUILD_HINT}")
+        if actual < size:
             raise IndexCorruptError(f"{path}: truncated ({actual} bytes, the manifest records {size}); {REBUILD_HINT}")
         return size
 
+    def _check_records_end(self, name: str) -> None:
+        """A record file's recorded bytes end a line: a cheap check that an append will not extend a cut record."""
+        size = self.recorded_size(name)
+        with open(self.path / name, "rb") as fh:
+            fh.seek(max(size - 1, 0))
+            if size and fh.read(1) != b"\n":
+                raise IndexCorruptError(f"{self.path / name}: its last record is cut off; {REBUILD_HINT}")
+
     @cached_property
     def documents(self) -> dict[str, Document]:
-        return {d["doc_id"]: Document.from_dict(d) for d in self._read_records(DOCUMENTS)}
+        path = self.path / DOCUMENTS
+        try:
+            return {d["doc_id"]: Document.from_dict(d) for d in self._read_records(DOCUMENTS)}
+        except (KeyError, TypeError) as exc:
+            raise IndexCorruptError(f"{path}: unexpected fields ({exc}); {REBUILD_HINT}") from exc
 
     @cached_property
     def chunks(self) -> list[Chunk]:
@@ -385,9 +407,9 @@ def write_version(
     index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
-    tmp_dir.mkdir(mode=0o700)
     base = appended_to
     manifest.chunk_counts, manifest.sources = _catalog(documents, chunks, base)
+    tmp_dir.mkdir(mode=0o700)
     manifest.n_sentences = (base.manifest.n_sentences if base else 0) + len(vectors.sentence_owner)
     files = {
         DOCUMENTS: jsonl_bytes(d.to_dict() for d in documents),
@@ -420,7 +442,7 @@ def _catalog(documents: list[Document], chunks: list[Chunk], base: IndexStore | 
     last = 0
     for c in chunks:
         if order.get(c.doc_id, -1) < last:
-            raise ValueError(f"passage {c.chunk_id} is out of its article's order")
+            raise ValueError(f"passage {c.chunk_id} is out of its article's order, or its article is not given")
         last = order[c.doc_id]
         counts[c.doc_id] += 1
     return counts, sources
@@ -458,6 +480,7 @@ class _AnnWriter:
             _share(self.base.path / path.name, path)
             return held
         index, stored = (self.base.dense, self.base.vectors) if path.name == DENSE else (self.base.sentence_dense, self.base.sentence_vectors)
+        self.base._check_rows(path.name, index)
         _save_faiss(path, build_dense_index(np.concatenate([stored[held:], new]), self.index_type, self.hnsw, index))
         return n_rows
 
@@ -510,14 +533,14 @@ def index_lock(index_dir: Path, wait: bool = False):
 
 def _read_manifest(path: Path) -> Manifest:
     try:
-        manifest = Manifest(**json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("format", FORMAT) != FORMAT:
+            raise IndexCorruptError(f"{path}: an index of format {data['format']}; this version reads format {FORMAT}; {REBUILD_HINT}")
+        return Manifest(**data)
     except FileNotFoundError as exc:
         raise IndexCorruptError(f"{path}: missing; {REBUILD_HINT}") from exc
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc.__class__.__name__}); {REBUILD_HINT}") from exc
-    if manifest.format != FORMAT:
-        raise IndexCorruptError(f"{path}: an index of format {manifest.format}; this version reads format {FORMAT}; {REBUILD_HINT}")
-    return manifest
 
 
 def _parse_jsonl(path: Path, data: bytes) -> list[dict]:

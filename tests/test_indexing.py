@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.errors import RagError
+from rag.errors import IndexCorruptError, RagError
 from rag.indexing import build_index
 from rag.retrieval import HybridRetriever
 from rag.settings import Settings
@@ -353,3 +353,43 @@ def test_damaged_term_counts_are_counted_again(settings, embedder, tmp_path):
     assert after.term_counts().counts.shape[0] == len(after.chunks)
     scores = keyword_scores(after, "wheat corridor Kazakhstan")
     assert max(after.chunks, key=lambda c: scores[c.chunk_id]).doc_id == "grain-corridor"
+
+
+def test_an_edited_date_alone_counts_as_a_change(settings, embedder, seeds_copy):
+    """The date is metadata, not text, but each passage carries it: the article is stored and embedded again."""
+    path = seeds_copy / f"{SEED_IDS[0]}.txt"
+    original = path.read_text(encoding="utf-8")
+    assert "date 2021-05-28" in original
+    path.write_text(original.replace("date 2021-05-28", "date 2021-05-29"), encoding="utf-8")
+    report = build_index(settings, embedder)
+    store = IndexStore.load(settings.index_dir)
+    assert report.changed == [SEED_IDS[0]] and report.unchanged == SEED_IDS[1:]
+    assert report.embedded_chunks == sum(c.doc_id == SEED_IDS[0] for c in store.chunks)
+    assert store.documents[SEED_IDS[0]].date == "2021-05-29"
+    assert {c.date for c in store.chunks if c.doc_id == SEED_IDS[0]} == {"2021-05-29"}
+
+
+def test_an_index_of_the_old_format_is_refused_by_load_and_rebuilt_by_rag_index(settings, embedder):
+    import json
+
+    version = IndexStore.load(settings.index_dir).path
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    (version / "manifest.json").write_text(json.dumps(manifest | {"format": 1, "invented_later": True}), encoding="utf-8")
+    with pytest.raises(IndexCorruptError, match="format 1.*rag index --rebuild"):
+        IndexStore.load(settings.index_dir)
+    report = build_index(settings, embedder)
+    assert report.added == SEED_IDS and report.embedded_chunks == report.n_chunks
+    assert IndexStore.load(settings.index_dir).manifest.format == 2
+
+
+def test_damage_met_only_mid_build_rebuilds_from_scratch(settings, embedder, seeds_copy):
+    """A change makes the build read the stored passages; a damaged record there is met only then."""
+    store = IndexStore.load(settings.index_dir)
+    path = store.path / "chunks.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    path.write_bytes(b"\n".join([lines[0], b'{"not": "a chunk"}'.ljust(len(lines[1])), *lines[2:]]))  # same size, a bad record inside
+    IndexStore.open(settings.index_dir)  # opening does not read the records: the damage is met mid-build
+    (seeds_copy / f"{SEED_IDS[1]}.txt").write_text("Changed Title\n\nA wholly different article body.\n", encoding="utf-8")
+    report = build_index(settings, embedder)
+    assert report.added == SEED_IDS and report.embedded_chunks == report.n_chunks  # from scratch
+    assert len(IndexStore.load(settings.index_dir).chunks) == report.n_chunks

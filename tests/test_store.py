@@ -316,6 +316,7 @@ def test_an_append_shares_the_files_and_cuts_off_what_an_interrupted_build_left(
     assert after.manifest.chunk_counts == {"minsk": 2, "loan": 2, "ryanair": 2, "wheat": 1}
     assert after.manifest.sources["wheat"] == "/seeds/wheat.txt"
     assert (after.path / "vectors.f32").stat().st_size == 7 * DIM * 4  # the crashed build's bytes are gone
+    np.testing.assert_array_equal(np.asarray(before.vectors), vectors.chunks)  # a reader of v-1 still sees its rows
     # the new row is past the shared FAISS index: searched exactly, filters included
     assert after.dense.ntotal == 6 and (after.path / "dense.faiss").stat().st_nlink == 1  # v-1 pruned, the file kept
     assert after.dense_search(new.chunks[0], 1)[0][0] == 6
@@ -329,3 +330,12 @@ def test_passages_out_of_their_articles_order_are_refused(tmp_path):
     manifest = Manifest(MODEL, DIM, {}, {"a": "x", "b": "y"}, "flat", 2, "", {}, "v-1")
     with pytest.raises(ValueError, match="a-0"):
         write_version(tmp_path / "index", manifest, documents, chunks, Vectors(unit_rows(2, 0), unit_rows(0, 0), np.zeros(0, np.int64)))
+
+
+def test_a_manifest_whose_articles_do_not_match_the_passages_is_refused(tiny):
+    index_dir = tiny[0]
+    path = index_dir / "v-1" / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["chunk_counts"] = {"minsk": 3, "loan": 1, "ryanair": 2}  # an append would reuse the wrong rows
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert "do not match" in assert_corrupt_names(index_dir, "manifest.json")
