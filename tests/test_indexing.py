@@ -276,11 +276,27 @@ def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_e
     assert extended == [len(before.chunks), len(before.sentence_owner)]
     assert folded.dense.ntotal == len(folded.chunks) and folded.sentence_dense.ntotal == len(folded.sentence_owner)
 
-    # a change in the middle is not an append: the graph is rebuilt
+    # a change in the middle is not an append: the graph is rebuilt, the other articles keep their vectors
     extended.clear()
     (Path(hnsw.seeds_dir) / f"{SEED_IDS[0]}.txt").write_text("Changed Title\n\nA wholly different article body.\n", encoding="utf-8")
-    build_index(hnsw, embedder, extra_paths=[extra])
+    build_index(hnsw, embedder, extra_paths=[extra, second])
     assert extended == [None, None]
+    rebuilt = IndexStore.load(settings.index_dir)
+    assert rebuilt.dense.ntotal == len(rebuilt.chunks) and rebuilt.sentence_dense.ntotal == len(rebuilt.sentence_owner)
+    assert_same_vectors(folded, rebuilt, {*SEED_IDS[1:], "grain-corridor", "grain-corridor-2"})
+
+    # an article removed after an addition whose rows are still past the graph: the rows are renumbered
+    monkeypatch.setattr(rag.store, "EXACT_TAIL", 10_000)
+    third = tmp_path / "grain-corridor-3.md"
+    third.write_text(NEW_ARTICLE.replace("corridor", "lane"), encoding="utf-8")
+    build_index(hnsw, embedder, extra_paths=[extra, second, third])
+    with_tail = IndexStore.load(settings.index_dir)
+    assert with_tail.dense.ntotal < len(with_tail.chunks)
+    (Path(hnsw.seeds_dir) / f"{SEED_IDS[2]}.txt").unlink()
+    build_index(hnsw, embedder, extra_paths=[extra, second, third])
+    removed = IndexStore.load(settings.index_dir)
+    assert SEED_IDS[2] not in removed.documents
+    assert_same_vectors(with_tail, removed, {SEED_IDS[1], SEED_IDS[3], "grain-corridor", "grain-corridor-3"})
 
 
 def test_unchanged_files_are_not_read_again(settings, embedder, seeds_copy, monkeypatch):

@@ -320,6 +320,7 @@ def test_an_append_shares_the_files_and_cuts_off_what_an_interrupted_build_left(
     # the new row is past the shared FAISS index: searched exactly, filters included
     assert after.dense.ntotal == 6 and (after.path / "dense.faiss").stat().st_nlink == 1  # v-1 pruned, the file kept
     assert after.dense_search(new.chunks[0], 1)[0][0] == 6
+    assert after.dense_search(new.sentences[1], 1) == [(6, pytest.approx(1.0))]  # by one of its sentences, also past the index
     assert after.dense_search(new.chunks[0], 1, allowed=np.array([0, 6]))[0][0] == 6
     assert 6 not in [row for row, _ in after.dense_search(new.chunks[0], 2, allowed=np.array([0, 1]))]
 
