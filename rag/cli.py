@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,6 +38,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log prog
     for noisy in ("faiss.loader", "bm25s", "sentence_transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # SIGTERM's default ends the process on the spot, skipping `finally` and atexit: the bundled model
+    # server a command started would outlive it. (uvicorn shuts the app down first, then raises it again.)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

@@ -174,6 +174,32 @@ Belarusian tractor maker MTZ showed a new electric tractor, and buyers from Kaza
 NEW_DOC = "900_tractor_fair"
 
 
+@pytest.mark.llm
+def test_stopping_rag_ui_with_sigterm_stops_the_bundled_model_server_it_started(tmp_path_factory, tmp_path):
+    """A service manager stops the app with SIGTERM: the llama.cpp server the app started goes with it."""
+    from rag.local_llm import is_serving
+
+    root = cli_seed_index(tmp_path_factory)
+    llm_port = free_port()
+    env = {"RAG_INDEX_DIR": str(root / "index"), "RAG_SEEDS_DIR": str(root / "seeds"), "RAG_DATA_DIR": str(tmp_path / "data"),
+           "RAG_PORT": str(free_port()), "RAG_LOCAL_LLM_PORT": str(llm_port)}
+    process = start_rag(["ui"], cwd=tmp_path, **env)
+    try:
+        deadline = time.monotonic() + 180
+        while not is_serving(llm_port):  # the app starts its model server at launch
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the bundled model server did not start"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in err, err
+    assert not is_serving(llm_port)  # stopped, not orphaned
+
+
 @pytest.fixture(scope="module")
 def good_index(tmp_path_factory) -> tuple[Path, Path, str]:
     """(seeds folder, a good index folder to copy, its version): built by `rag index` before any damage."""
