@@ -176,7 +176,10 @@ NEW_DOC = "900_tractor_fair"
 
 @pytest.mark.llm
 def test_stopping_rag_ui_with_sigterm_stops_the_bundled_model_server_it_started(tmp_path_factory, tmp_path):
-    """A service manager stops the app with SIGTERM: the llama.cpp server the app started goes with it."""
+    """A service manager stops the app with SIGTERM, tabs still open: it stops, and the llama.cpp
+    server it started goes with it."""
+    from gradio_client import Client
+
     from rag.local_llm import is_serving
 
     root = cli_seed_index(tmp_path_factory)
@@ -190,8 +193,10 @@ def test_stopping_rag_ui_with_sigterm_stops_the_bundled_model_server_it_started(
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "the bundled model server did not start"
             time.sleep(0.5)
+        client = Client(f"http://127.0.0.1:{env['RAG_PORT']}/", verbose=False)  # a browser tab's open connection
+        assert "1.5 billion" in client.predict(QUESTION, "extractive", 5, 0.1, api_name="/chat")[0]
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)  # without a limit on the graceful shutdown, it waited for the tab
     finally:
         if process.poll() is None:
             process.kill()

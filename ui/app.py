@@ -222,4 +222,8 @@ def serve(pipeline: Pipeline, host: str, port: int) -> None:
 
     app = create_app(pipeline)
     start_llm_in_background(pipeline)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # An open browser tab keeps a connection open: without a limit, stopping the app waits for it forever.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5))
+    # Once stopping, the tabs' cut connections are expected: no traceback for them.
+    logging.getLogger("uvicorn.error").addFilter(lambda record: not server.should_exit)
+    server.run()
