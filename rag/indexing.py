@@ -1,7 +1,8 @@
 """Indexing: documents -> chunks -> vectors -> a new index version, incrementally.
 
 Unchanged documents (same content hash, model and chunker) keep their chunks and vectors;
-new or changed ones are chunked and embedded; documents whose file is gone are dropped.
+new or changed ones are chunked and embedded, after the kept ones; documents whose file is gone
+are dropped. When documents were only added, the new version extends the previous one's files.
 """
 
 from __future__ import annotations

@@ -401,9 +401,9 @@ def write_version(
 
     Passages must come article by article, in `documents` order. Without `appended_to`, the
     arguments are the whole index. With it (the previous version), they are what follows its
-    rows: its files are shared and extended, and its vector indexes extended rather than rebuilt
-    (an HNSW graph of 100,000 passages takes minutes). `terms`: every passage's term counts,
-    when the caller kept most of them from the previous version."""
+    rows: its files are shared and extended, and its FAISS indexes shared until `EXACT_TAIL` rows
+    lie past them, then extended, never rebuilt (an HNSW graph of 100,000 passages takes minutes).
+    `terms`: every passage's term counts, when the caller kept most of them from the previous version."""
     index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     version_dir = index_dir / manifest.version
     tmp_dir = index_dir / f".building-{manifest.version}"
