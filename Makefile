@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test index bench eval browser clean
+.PHONY: setup run test index bench eval eval-collections collections browser clean
 
 setup: $(STAMP)
 
@@ -32,13 +32,20 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
 
+# The development collections: real documents from Debian packages (eval/collections/build.py).
+COLLECTIONS_STAMP := eval/collections/.built
+collections: $(COLLECTIONS_STAMP)
+$(COLLECTIONS_STAMP): eval/collections/build.py
+	python3 eval/collections/build.py
+	touch $(COLLECTIONS_STAMP)
+
 index: setup
 	$(RAG) index
 
 run: index
 	$(RAG) ui
 
-test: setup browser
+test: setup browser collections
 	$(PY) -m pytest -q
 
 bench: index
@@ -46,6 +53,10 @@ bench: index
 
 eval: index
 	$(RAG) eval run --golden eval/golden.jsonl --out eval/runs/extractive --mode extractive
+
+# Index each development collection and the seeds; retrieval on the tune and report halves.
+eval-collections: setup collections
+	$(PY) eval/collections/report.py --out eval/runs/collections.json
 
 clean:
 	rm -rf $(VENV) index/v-* index/CURRENT

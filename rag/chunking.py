@@ -1,7 +1,9 @@
-"""Chunking: a cleaned `Document` -> sentence-aware, overlapping `Chunk`s that fit the embedder.
+"""Chunking: a cleaned `Document` -> structure-aware, overlapping `Chunk`s that fit the embedder.
 
-Lengths are counted in the embedding model's own word pieces. Paragraphs are split into
-sentences by pysbd; a sentence longer than a chunk is cut at word-piece boundaries.
+Lengths are counted in the embedding model's own word pieces. A passage is made of whole units:
+the sentences of prose blocks (split by pysbd), the lines of code blocks and the rows of tables;
+only a unit longer than a whole passage is cut, at word-piece boundaries. A passage never crosses
+a heading: it carries its section path instead, and headings are never part of a passage.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from rag.records import Chunk, Document
+from rag.records import Block, Chunk, Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP]
 
@@ -25,6 +27,7 @@ class Span:
     start: int
     end: int
     tokens: int
+    block: int = 0  # index of the block it belongs to
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class ChunkerConfig:
     overlap_tokens: int = 64
 
     def signature(self) -> str:
-        return f"sentences-v1:max={self.max_tokens}:overlap={self.overlap_tokens}"
+        return f"blocks-v2:max={self.max_tokens}:overlap={self.overlap_tokens}"
 
 
 _local = threading.local()
@@ -51,25 +54,57 @@ def _segmenter():
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence; paragraph breaks always end a sentence."""
+    """(start, end) of each answer unit: a blank line ends every block; a block with line breaks
+    inside (code, a table) gives one unit per line, any other block its sentences."""
     spans: list[tuple[int, int]] = []
     offset = 0
     for paragraph in text.split("\n\n"):
-        cursor = 0
-        for piece in _segmenter().segment(paragraph) if paragraph.strip() else []:
-            sent = piece.sent.strip()
-            if not sent:
-                continue
-            found = paragraph.find(sent, cursor)
-            if found < 0:  # pysbd altered the text: fall back to its own span
-                found = min(max(piece.start, cursor), len(paragraph))
-                sent = paragraph[found:piece.end].strip()
-                if not sent:
-                    continue
-            spans.append((offset + found, offset + found + len(sent)))
-            cursor = found + len(sent)
+        if "\n" in paragraph.strip():
+            spans.extend((offset + a, offset + b) for a, b in _line_spans(paragraph))
+        else:
+            spans.extend((offset + a, offset + b) for a, b in _sentences(paragraph))
         offset += len(paragraph) + 2
     return spans
+
+
+def _line_spans(block: str) -> list[tuple[int, int]]:
+    spans, cursor = [], 0
+    for line in block.split("\n"):
+        if line.strip():
+            lead = len(line) - len(line.lstrip())
+            spans.append((cursor + lead, cursor + len(line.rstrip())))
+        cursor += len(line) + 1
+    return spans
+
+
+def _sentences(paragraph: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    cursor = 0
+    for piece in _segmenter().segment(paragraph) if paragraph.strip() else []:
+        sent = piece.sent.strip()
+        if not sent:
+            continue
+        found = paragraph.find(sent, cursor)
+        if found < 0:  # pysbd altered the text: fall back to its own span
+            found = min(max(piece.start, cursor), len(paragraph))
+            sent = paragraph[found:piece.end].strip()
+            if not sent:
+                continue
+        spans.append((found, found + len(sent)))
+        cursor = found + len(sent)
+    return spans
+
+
+def document_blocks(doc: Document) -> list[Block]:
+    """The document's blocks; a document made without them (plain text) has one per paragraph."""
+    if doc.blocks:
+        return doc.blocks
+    blocks, offset = [], 0
+    for paragraph in doc.text.split("\n\n"):
+        if paragraph.strip():
+            blocks.append(Block("code" if "\n" in paragraph.strip() else "paragraph", offset, offset + len(paragraph)))
+        offset += len(paragraph) + 2
+    return blocks
 
 
 class Chunker:
@@ -79,17 +114,18 @@ class Chunker:
         self.budget = config.max_tokens - SPECIAL_TOKENS
 
     def chunk(self, doc: Document) -> list[Chunk]:
-        spans = self._measured_spans(doc.text)
-        groups = self._group(spans)
+        blocks = document_blocks(doc)
+        spans = self._measured_spans(doc.text, blocks)
         chunks = []
-        for position, group in enumerate(groups):
+        for group in (g for section in _by_section(spans, blocks) for g in self._group(section)):
             start, end = group[0].start, group[-1].end
             text = doc.text[start:end]
+            first = blocks[group[0].block]
             chunks.append(
                 Chunk(
                     chunk_id=self._chunk_id(doc.doc_id, start, end, text),
                     doc_id=doc.doc_id,
-                    position=position,
+                    position=len(chunks),
                     text=text,
                     start=start,
                     end=end,
@@ -97,6 +133,8 @@ class Chunker:
                     date=doc.date,
                     url=doc.url,
                     publisher=doc.publisher,
+                    section=first.section or None,
+                    page=first.page,
                 )
             )
         return chunks
@@ -105,19 +143,23 @@ class Chunker:
         key = f"{doc_id}|{start}|{end}|{self.config.signature()}|{text}"
         return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
-    def _measured_spans(self, text: str) -> list[Span]:
-        raw = sentence_spans(text)
+    def _measured_spans(self, text: str, blocks: list[Block]) -> list[Span]:
+        raw = [
+            (block.start + a, block.start + b, i)
+            for i, block in enumerate(blocks) if block.kind != "heading"
+            for a, b in (_sentences if block.splits_into_sentences else _line_spans)(text[block.start:block.end])
+        ]
         if not raw:
             return []
         encoded = self.tokenizer(
-            [text[s:e] for s, e in raw], add_special_tokens=False, return_offsets_mapping=True
+            [text[s:e] for s, e, _ in raw], add_special_tokens=False, return_offsets_mapping=True
         )
         spans: list[Span] = []
-        for (start, end), offsets in zip(raw, encoded["offset_mapping"]):
+        for (start, end, block), offsets in zip(raw, encoded["offset_mapping"]):
             if len(offsets) <= self.budget:
-                spans.append(Span(start, end, len(offsets)))
+                spans.append(Span(start, end, len(offsets), block))
                 continue
-            # A sentence longer than a chunk: cut it into windows of whole word pieces, between
+            # A unit longer than a chunk: cut it into windows of whole word pieces, between
             # words when possible (a word cut in two re-tokenizes into more pieces).
             i = 0
             while i < len(offsets):
@@ -125,7 +167,7 @@ class Chunker:
                 if j < len(offsets):
                     j = next((k for k in range(j, i, -1) if _between_words(text, start + offsets[k][0])), j)
                 window = offsets[i:j]
-                spans.append(Span(start + window[0][0], start + window[-1][1], len(window)))
+                spans.append(Span(start + window[0][0], start + window[-1][1], len(window), block))
                 i = j
         return spans
 
@@ -154,6 +196,17 @@ class Chunker:
             tail.insert(0, span)
             tokens += span.tokens
         return tail
+
+
+def _by_section(spans: list[Span], blocks: list[Block]) -> list[list[Span]]:
+    """Runs of units between headings: a passage never spans two sections."""
+    runs: list[list[Span]] = []
+    for span in spans:
+        if runs and not any(blocks[k].kind == "heading" for k in range(runs[-1][-1].block + 1, span.block + 1)):
+            runs[-1].append(span)
+        else:
+            runs.append([span])
+    return runs
 
 
 def _between_words(text: str, pos: int) -> bool:

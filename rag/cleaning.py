@@ -11,27 +11,22 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rag.records import Removal
+from rag.boilerplate import boilerplate_reason
+from rag.records import Block, Removal
+from rag.structure import DocumentBuilder
 
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 LONG_DATE = rf"(?:{MONTHS})\s+\d{{1,2}},\s+\d{{4}}"
 _ISO_DATE_PREFIX = re.compile(r"^\s*date\s+(\d{4}-\d{2}-\d{2})\b\s*")
 _LONG_DATE_LINE = re.compile(rf"^({LONG_DATE})$")
 _BYLINE = re.compile(rf"^By\s+(?P<who>[\[A-Z].+?)(?:\s+(?P<date>{LONG_DATE}))?$")
-_URL = re.compile(r"https?://\S+")
 _SOURCE_LINE = re.compile(r"^(?:Source|Original url)\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+•◦‣–]|\d{1,3}[.)])\s+\S")
+_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
-# (reason, pattern) for lines that are page furniture, not article text.
-BOILERPLATE_LINES: list[tuple[str, re.Pattern[str]]] = [
-    ("donation banner", re.compile(r"charitable donation|\bdonate\b|UNITED24", re.I)),
-    ("site banner", re.compile(r"^\[\s*[^\]]*banner\s*\]$", re.I)),
-    ("comment form", re.compile(r"^Leave a Reply$|^Your email address will not be published\.?$", re.I)),
-    ("copyright line", re.compile(r"^(Copyright|©)|\(c\)\s*\d{4}", re.I)),
-    ("mailing-list plea", re.compile(r"mailing list|newsletter", re.I)),
-    ("related-article link", re.compile(r"^Related (article|story|stories)\s*:", re.I)),
-    ("photo credit", re.compile(r"^[^.!?\"“”]{0,120}(?:\s/\s|\|)[^.!?]{0,80}\b(POOL|VIA AP|TASS|REUTERS|GETTY|AFP|SPUTNIK)\b")),
-]
 # Paragraphs that plead for subscriptions span several lines; drop the whole paragraph.
 PLEA_PARAGRAPH = re.compile(r"subscrib", re.I)
 
@@ -44,6 +39,7 @@ class Cleaned:
     publisher: str | None = None
     url: str | None = None
     removed: list[Removal] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
 
 def strip_markdown(line: str) -> str:
@@ -84,8 +80,21 @@ def publisher_from_url(url: str) -> str:
     return host
 
 
+@dataclass
+class _Line:
+    """A kept line: its raw text (markdown marks and indentation intact) and what it is."""
+
+    raw: str
+    kind: str = "text"  # text | heading | code | blank
+    level: int = 0
+
+    @property
+    def text(self) -> str:
+        return strip_markdown(self.raw) if self.kind == "text" else self.raw.strip()
+
+
 def clean_text(raw: str, markdown: bool = True) -> Cleaned:
-    """Clean one article's raw text; never raises, whatever the input."""
+    """Clean one article's raw text into blocks; never raises, whatever the input."""
     text = _CONTROL.sub("", raw.replace("\r\n", "\n").replace("\r", "\n"))
     out = Cleaned(text="")
     lines = text.split("\n")
@@ -95,14 +104,22 @@ def clean_text(raw: str, markdown: bool = True) -> Cleaned:
         out.removed.append(Removal(m.group(0).strip(), "date line (kept as metadata)"))
         lines[0] = lines[0][m.end():]
 
-    kept: list[str] = []
+    kept: list[_Line] = []
     title_line: str | None = None
     pending_source = False
+    fence: str | None = None
     for raw_line in lines:
-        is_heading = markdown and raw_line.lstrip().startswith("# ")
+        if markdown and (m := _FENCE.match(raw_line)):  # code fences: kept as they are, rules not applied
+            fence = None if fence == m.group(1) else fence or m.group(1)
+            kept.append(_Line("", "blank"))
+            continue
+        if fence:
+            kept.append(_Line(raw_line, "code"))
+            continue
+        heading = _MD_HEADING.match(raw_line) if markdown else None
         line = strip_markdown(raw_line) if markdown else raw_line.strip()
         if not line:
-            kept.append("")
+            kept.append(_Line("", "blank"))
             continue
         if pending_source and (url := join_broken_url(line)):
             out.url = out.url or url
@@ -116,9 +133,12 @@ def clean_text(raw: str, markdown: bool = True) -> Cleaned:
                 pending_source = url is None
                 out.removed.append(Removal(raw_line.strip(), "source URL (kept as metadata)"))
                 continue
-        if is_heading and title_line is None and not any(kept_line for kept_line in kept):
+        if heading and len(heading.group(1)) == 1 and title_line is None and not any(k.raw.strip() for k in kept):
             title_line = line
             out.removed.append(Removal(raw_line.strip(), "title (kept as metadata)"))
+            continue
+        if heading:
+            kept.append(_Line(strip_markdown(heading.group(2)), "heading", len(heading.group(1))))
             continue
         if m := _BYLINE.match(line):
             if len(line) < 160 and _in_header(kept):
@@ -132,82 +152,118 @@ def clean_text(raw: str, markdown: bool = True) -> Cleaned:
             out.date = parse_long_date(m.group(1))
             out.removed.append(Removal(raw_line.strip(), "date line (kept as metadata)"))
             continue
-        reason = len(line) < 250 and next((r for r, pat in BOILERPLATE_LINES if pat.search(line)), None)
-        if reason:
+        if reason := boilerplate_reason(line):
             out.removed.append(Removal(raw_line.strip(), reason))
             continue
-        kept.append(line)
+        kept.append(_Line(raw_line.rstrip()))
 
     kept = _drop_repeated_captions(kept, out.removed)
-    paragraphs = _paragraphs(kept, out.removed)
-    if title_line is None and paragraphs and _looks_like_title(paragraphs[0]) and len(paragraphs) > 1:
-        title_line = paragraphs.pop(0)
+    groups = _groups(kept, out.removed)
+    if title_line is None and len(groups) > 1 and groups[0][0].kind == "text" and _looks_like_title(groups[0]):
+        title_line = groups.pop(0)[0].text
         out.removed.append(Removal(title_line, "title (kept as metadata)"))
-    out.title = title_line or _headline_from(paragraphs)
-    out.text = "\n\n".join(paragraphs)
+    builder = DocumentBuilder()
+    for group in groups:
+        _add_group(builder, group)
+    out.text, out.blocks = "\n\n".join(builder.parts), builder.blocks
+    out.removed.extend(builder.removed)
+    out.title = title_line or _headline_from(out.text)
     if out.url and not out.publisher:
         out.publisher = publisher_from_url(out.url)
     return out
 
 
-def _in_header(kept: list[str]) -> bool:
+def _in_header(kept: list[_Line]) -> bool:
     """Bylines belong to the page header: at most a few short lines above them."""
-    lines = [line for line in kept if line]
+    lines = [line.text for line in kept if line.raw.strip()]
     return len(lines) <= 4 and all(len(line) < 150 for line in lines)
 
 
-def _headline_from(paragraphs: list[str], words: int = 10) -> str | None:
+def _headline_from(text: str, words: int = 10) -> str | None:
     """No headline in the file: the opening words of the article stand in for it."""
-    if not paragraphs:
+    head = text.split("\n\n", 1)[0].split()
+    if not head:
         return None
-    head = paragraphs[0].split()
     return " ".join(head[:words]) + ("…" if len(head) > words else "")
 
 
-def _title_before_byline(kept: list[str], removed: list[Removal]) -> str | None:
+def _title_before_byline(kept: list[_Line], removed: list[Removal]) -> str | None:
     """The headline is the last line above the byline; shorter lines above it are page header."""
-    nonempty = [i for i, line in enumerate(kept) if line]
+    nonempty = [line.text for line in kept if line.raw.strip()]
     if not nonempty:
         return None
-    title = kept[nonempty[-1]]
-    for i in nonempty[:-1]:
-        removed.append(Removal(kept[i], "page header above the headline"))
-    removed.append(Removal(title, "title (kept as metadata)"))
+    for line in nonempty[:-1]:
+        removed.append(Removal(line, "page header above the headline"))
+    removed.append(Removal(nonempty[-1], "title (kept as metadata)"))
     kept.clear()
-    return title
+    return nonempty[-1]
 
 
-def _drop_repeated_captions(kept: list[str], removed: list[Removal]) -> list[str]:
+def _drop_repeated_captions(kept: list[_Line], removed: list[Removal]) -> list[_Line]:
     """A photo caption copied twice appears as two identical consecutive lines."""
-    result: list[str] = []
+    result: list[_Line] = []
     i = 0
     while i < len(kept):
-        if kept[i] and i + 1 < len(kept) and kept[i + 1] == kept[i] and len(kept[i]) < 200:
-            removed.append(Removal(kept[i], "photo caption repeated twice"))
-            removed.append(Removal(kept[i], "photo caption repeated twice"))
+        line = kept[i]
+        if line.kind == "text" and i + 1 < len(kept) and kept[i + 1] == line and len(line.raw) < 200:
+            removed.extend([Removal(line.text, "photo caption repeated twice")] * 2)
             i += 2
             continue
-        result.append(kept[i])
+        result.append(line)
         i += 1
     return result
 
 
-def _paragraphs(kept: list[str], removed: list[Removal]) -> list[str]:
-    paragraphs: list[str] = []
-    block: list[str] = []
-    for line in [*kept, ""]:
-        if line:
-            block.append(line)
+def _groups(kept: list[_Line], removed: list[Removal]) -> list[list[_Line]]:
+    """Runs of lines between blank lines; a heading is a run of its own; pleas are dropped."""
+    groups: list[list[_Line]] = []
+    run: list[_Line] = []
+    for line in [*kept, _Line("", "blank")]:
+        if line.kind in ("text", "code") and (not run or run[-1].kind == line.kind):
+            run.append(line)
             continue
-        if block:
-            para = "\n".join(block)
-            if PLEA_PARAGRAPH.search(para) and len(para) < 400:
-                removed.append(Removal(para, "subscription plea"))
+        if run:
+            prose = " ".join(r.text for r in run)
+            if run[0].kind == "text" and PLEA_PARAGRAPH.search(prose) and len(prose) < 400:
+                removed.append(Removal(prose, "subscription plea"))
             else:
-                paragraphs.append(para)
-            block = []
-    return paragraphs
+                groups.append(run)
+        run = [line] if line.kind in ("text", "code") else []
+        if line.kind == "heading":
+            groups.append([line])
+    return groups
 
 
-def _looks_like_title(paragraph: str) -> bool:
-    return "\n" not in paragraph and len(paragraph) < 150 and not re.search(r"[.!?\"”]$", paragraph)
+def _add_group(builder: DocumentBuilder, group: list[_Line]) -> None:
+    """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph."""
+    first = group[0]
+    raws = [line.raw for line in group]
+    if first.kind == "heading":
+        builder.heading(first.raw, first.level)
+    elif first.kind == "code" or all(r.startswith(("    ", "\t")) for r in raws):
+        builder.code("\n".join(raws))
+    elif len(raws) > 1 and all(r.lstrip().startswith("|") for r in raws):
+        builder.table([[strip_markdown(c) for c in r.strip().strip("|").split("|")] for r in raws if not _TABLE_RULE.match(r)])
+    elif _LIST_ITEM.match(raws[0]):
+        for item in _list_items(group):
+            builder.prose("list_item", item)
+    elif all(r.lstrip().startswith(">") for r in raws):
+        builder.prose("quote", " ".join(strip_markdown(r.lstrip().lstrip(">")) for r in raws))
+    else:
+        builder.prose("paragraph", " ".join(line.text for line in group))
+
+
+def _list_items(group: list[_Line]) -> list[str]:
+    """List items, each with its wrapped continuation lines; the bullet becomes '• '."""
+    items: list[list[str]] = []
+    for line in group:
+        if _LIST_ITEM.match(line.raw) or not items:
+            items.append([re.sub(r"^\s*(?:[-*+•◦‣–])\s+", "• ", line.raw)])
+        else:
+            items[-1].append(line.raw)
+    return [" ".join(strip_markdown(part) for part in item) for item in items]
+
+
+def _looks_like_title(group: list[_Line]) -> bool:
+    line = group[0].text
+    return len(group) == 1 and len(line) < 150 and not re.search(r"[.!?\"”]$", line)

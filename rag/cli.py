@@ -78,7 +78,7 @@ def inspect(
     index_dir: IndexOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show a document's metadata and what cleaning removed from it (or list all documents)."""
+    """Show a document's metadata, its blocks (kind, page, section path) and what cleaning removed (or list all documents)."""
     from rag.store import IndexStore
 
     settings = settings_for(index_dir=index_dir)
@@ -97,9 +97,15 @@ def inspect(
         return
     for key in ("doc_id", "title", "date", "publisher", "url", "source_path", "content_hash"):
         value = getattr(doc, key)
-        typer.echo(f"{key:>12}: {value if value is not None else '-'}")
+        typer.echo(f"{key:>12}: {value if value is not None else 'unknown'}")
     typer.echo(f"{'chunks':>12}: {len(chunks)}")
     typer.echo(f"{'characters':>12}: {len(doc.text)}")
+    typer.echo(f"blocks ({len(doc.blocks)}):")
+    for block in doc.blocks:
+        text = " ⏎ ".join(doc.text[block.start:block.end].splitlines())
+        where = f"p.{block.page} " if block.page else ""
+        kind = f"{block.kind}{block.level or ''}"
+        typer.echo(f"  {block.start:>7}  {kind:<10} {where}[{block.section}] {text[:100]}{'…' if len(text) > 100 else ''}")
     typer.echo(f"removed ({len(doc.removed)}):")
     for removal in doc.removed:
         typer.echo(f"  - [{removal.reason}] {removal.text}")

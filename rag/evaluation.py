@@ -349,6 +349,7 @@ def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int
     """Dense, BM25 and hybrid side by side: document hit@1/5, MRR, and the answer passage at rank 1 and in the top k."""
     answerable = [i for i in items if i.answerable and i.reference_doc_ids]
     previous = {c[0].conversation_id: c[0] for c in group_conversations(answerable) if c[0].conversation_id}
+    kept = ingested_share(pipeline.store.chunks, answerable)
     table = {}
     for method in ("dense", "bm25", "hybrid"):
         rows = []
@@ -363,5 +364,16 @@ def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int
                          "doc_hit@5": m.hit_at_k(ranked, set(item.reference_doc_ids), 5),
                          "mrr": m.reciprocal_rank(ranked, set(item.reference_doc_ids)),
                          "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))})
-        table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"n": len(rows)}
+        table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"answer kept": kept, "n": len(rows)}
     return table
+
+
+def ingested_share(chunks: list, items: list[GoldenItem]) -> float:
+    """Share of the questions whose answer survived ingestion: a passage of the answer's article
+    holds one of its reference contexts (0 when a table, a list or a code block was lost)."""
+    by_doc: dict[str, list[str]] = {}
+    for chunk in chunks:
+        by_doc.setdefault(chunk.doc_id, []).append(chunk.text)
+    found = [any(m.passage_contains(t, i.reference_contexts) for d in i.reference_doc_ids for t in by_doc.get(d, []))
+             for i in items if i.reference_contexts]
+    return round(statistics.fmean(found), 4) if found else 1.0

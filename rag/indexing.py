@@ -49,8 +49,8 @@ class IndexReport:
 
 
 def embedding_text(chunk: Chunk, with_title: bool) -> str:
-    """What the embedder sees: the passage, headed by its article's title for context."""
-    return f"{chunk.title}\n{chunk.text}" if with_title and chunk.title else chunk.text
+    """What the embedder sees: the passage, headed by its article's title and section path."""
+    return f"{chunk.heading}\n{chunk.text}" if with_title and chunk.heading else chunk.text
 
 
 def choose_index_type(settings: Settings, n_chunks: int) -> str:

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.cleaning import clean_text, parse_long_date, publisher_from_url
+from rag.cleaning import clean_text
 from rag.errors import IngestError
+from rag.html_reader import read_html
+from rag.pdf_reader import read_pdf
 from rag.records import Document
+from rag.structure import DocumentBuilder
 
 log = logging.getLogger(__name__)
 
@@ -134,43 +137,23 @@ def _decode(path: Path, data: bytes) -> str:
 
 def _from_text(path: Path, text: str, markdown: bool) -> Document:
     c = clean_text(text, markdown=markdown)
-    return Document(doc_id_for(path), c.text, c.title, c.date, c.publisher, c.url, str(path), c.removed)
+    return Document(doc_id_for(path), c.text, c.title, c.date, c.publisher, c.url, str(path), c.removed, c.blocks)
 
 
 def _from_html(path: Path, html: str) -> Document:
-    import trafilatura  # heavy: only when an HTML file is indexed
-
-    extracted = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False, include_tables=False)
-    if extracted is None or not (getattr(extracted, "text", None) or "").strip():
+    builder = DocumentBuilder()
+    metadata = read_html(html, builder)
+    doc = builder.build(doc_id_for(path), str(path), **metadata)
+    if not doc.text.strip():
         raise IngestError(f"{path}: no readable article text found in the HTML")
-    doc = _from_text(path, extracted.text, markdown=False)
-    doc.title = getattr(extracted, "title", None) or doc.title
-    doc.url = getattr(extracted, "url", None) or doc.url
-    doc.date = _iso_date(getattr(extracted, "date", None)) or doc.date
-    doc.publisher = getattr(extracted, "sitename", None) or (doc.url and publisher_from_url(doc.url)) or doc.publisher
     return doc
 
 
 def _from_pdf(path: Path, data: bytes) -> Document:
-    import io
-
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
-
+    builder = DocumentBuilder()
     try:
-        reader = PdfReader(io.BytesIO(data))
-        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
-        title = (reader.metadata.title if reader.metadata else None) or None
-    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        metadata = read_pdf(data, builder)
+    except ValueError as exc:
         raise IngestError(f"{path}: not a readable PDF ({exc}); re-export it or save the text as .txt") from exc
-    doc = _from_text(path, text, markdown=False)
-    doc.title = title or doc.title
-    return doc
-
-
-def _iso_date(value: str | None) -> str | None:
-    if not value:
-        return None
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return value
-    return parse_long_date(value)
+    metadata["title"] = metadata["title"] or path.stem
+    return builder.build(doc_id_for(path), str(path), **metadata)

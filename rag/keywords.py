@@ -49,8 +49,8 @@ def bm25_tokenize(texts: list[str]) -> list[list[str]]:
 
 
 def bm25_text(chunk: Chunk) -> str:
-    """Keyword search sees the title too: a passage is about its article's subject."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+    """Keyword search sees the title and section path too: a passage is about its section's subject."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
 
 
 @dataclass

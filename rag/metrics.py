@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import string
+import unicodedata
 from collections import Counter
 
 
@@ -72,10 +73,16 @@ def token_recall(prediction: str, reference: str) -> float:
     return sum((Counter(pred) & Counter(ref)).values()) / len(ref)
 
 
+def comparable(text: str) -> str:
+    """Text as a reader compares it: Unicode compatibility forms (ligatures, non-breaking spaces),
+    case, table cell separators and runs of whitespace do not count."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().replace(" | ", " ").split())
+
+
 def passage_contains(passage: str, contexts: list[str]) -> bool:
-    """Does the passage hold one of the reference sentences (whitespace-insensitive)?"""
-    squeezed = " ".join(passage.split())
-    return any(" ".join(c.split()) in squeezed for c in contexts if c.strip())
+    """Does the passage hold one of the reference sentences (compared as `comparable` text)?"""
+    squeezed = comparable(passage)
+    return any(comparable(c) in squeezed for c in contexts if c.strip())
 
 
 def percentile(values: list[float], q: float) -> float | None:

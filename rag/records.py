@@ -14,9 +14,32 @@ class Removal:
     reason: str
 
 
+BLOCK_KINDS = ("heading", "paragraph", "list_item", "table", "code", "quote")
+SECTION_SEPARATOR = " › "
+
+
+@dataclass(frozen=True)
+class Block:
+    """One structural piece of a document: `start`/`end` are offsets into the document's text.
+
+    Headings give context (the section path of what follows) and are never answer sentences;
+    code and table blocks keep their lines and are never split into sentences."""
+
+    kind: str  # one of BLOCK_KINDS
+    start: int
+    end: int
+    section: str = ""  # the headings above it, outermost first, joined by SECTION_SEPARATOR
+    level: int = 0  # a heading's level (1 = top)
+    page: int | None = None  # the PDF page it starts on
+
+    @property
+    def splits_into_sentences(self) -> bool:
+        return self.kind in ("paragraph", "list_item", "quote")
+
+
 @dataclass
 class Document:
-    """A cleaned article: its body text and what was learnt and removed on the way."""
+    """A cleaned article: its body text, its blocks, and what was learnt and removed on the way."""
 
     doc_id: str
     text: str
@@ -26,22 +49,30 @@ class Document:
     url: str | None = None
     source_path: str | None = None
     removed: list[Removal] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
 
     @property
     def content_hash(self) -> str:
         """What its passages are made of: the text and the metadata each passage carries (and is
-        embedded with), so editing only a title or date counts as a change."""
-        made_of = "\x1f".join(v or "" for v in (self.text, self.title, self.date, self.publisher, self.url))
+        embedded with), so editing only a title or date counts as a change; and its structure, which
+        decides where passages end and which section path they carry."""
+        structure = "\x1e".join(f"{b.kind}:{b.start}:{b.end}:{b.level}:{b.page}:{b.section}" for b in self.blocks)
+        made_of = "\x1f".join(v or "" for v in (self.text, self.title, self.date, self.publisher, self.url, structure))
         return hashlib.sha256(made_of.encode("utf-8")).hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return vars(self) | {"removed": [vars(r) for r in self.removed], "content_hash": self.content_hash}
+        return vars(self) | {
+            "removed": [vars(r) for r in self.removed],
+            "blocks": [vars(b) for b in self.blocks],
+            "content_hash": self.content_hash,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Document:
         """Takes ownership of `data` (a freshly parsed record)."""
         data.pop("content_hash", None)  # derived
         data["removed"] = [Removal(**r) for r in data.get("removed", [])]
+        data["blocks"] = [Block(**b) for b in data.get("blocks", [])]
         return cls(**data)
 
 
@@ -59,6 +90,17 @@ class Chunk:
     date: str | None = None
     url: str | None = None
     publisher: str | None = None
+    section: str | None = None  # the section path of the passage's headings
+    page: int | None = None  # the PDF page the passage starts on
+
+    @property
+    def heading(self) -> str:
+        """The article's title and the passage's section path, for the embedder, BM25 and the
+        sources panel; a section path that starts with the title does not repeat it."""
+        title, section = self.title or "", self.section or ""
+        if not section or section.startswith(title):
+            return section or title
+        return f"{title}{SECTION_SEPARATOR}{section}" if title else section
 
     def __repr__(self) -> str:
         return f"Chunk({self.chunk_id}, {self.doc_id}#{self.position}, {self.text[:40]!r})"
@@ -85,6 +127,8 @@ class Hit:
             "date": c.date,
             "url": c.url,
             "publisher": c.publisher,
+            "section": c.section,
+            "page": c.page,
             "text": c.text,
             "start": c.start,
             "end": c.end,

@@ -142,9 +142,9 @@ def test_parse_long_date_and_join_broken_url():
     assert join_broken_url("see the website") is None
 
 
-def test_control_characters_and_crlf_are_normalised():
+def test_control_characters_and_crlf_are_normalised_and_hard_wraps_joined():
     c = clean_text("First line\x07 here.\r\nSecond\x00 line\x85 here.\r\n")
-    assert c.text == "First line here.\nSecond line here."
+    assert c.text == "First line here. Second line here."
 
 
 # ---- properties -------------------------------------------------------------------------------

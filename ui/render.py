@@ -87,7 +87,8 @@ def sources_html(answer: Answer | None, hits: list[Hit] | None = None, trace_url
     for n in order:
         hit = hits[n - 1]
         c = hit.chunk
-        meta = " · ".join(html.escape(x) for x in (c.publisher, c.date) if x)
+        where = c.section if c.section and c.section != c.title else None
+        meta = " · ".join(html.escape(x) for x in (where, c.page and f"page {c.page}", c.publisher, c.date) if x)
         relevance = f"relevance {hit.dense_score:.2f}" if hit.dense_score is not None else ""
         passage = _highlight(c.text, _used_sentences(answer, n, hit)) if answer and n in cited else html.escape(c.text)
         original = (f' · <a href="{html.escape(c.url, quote=True)}" target="_blank" rel="noopener noreferrer">original</a>'
@@ -107,19 +108,26 @@ def sources_html(answer: Answer | None, hits: list[Hit] | None = None, trace_url
 def article_page(doc: Document, chunk_start: int | None, chunk_end: int | None) -> str:
     """A whole cleaned article, the cited passage highlighted and scrolled to (#passage). No scripts."""
     text = doc.text
-    if chunk_start is not None and chunk_end is not None:
-        body = (html.escape(text[:chunk_start]) + '<mark id="passage">' + html.escape(text[chunk_start:chunk_end])
-                + "</mark>" + html.escape(text[chunk_end:]))
-    else:
-        body = html.escape(text)
+    cuts = [(chunk_start, '<mark id="passage">'), (chunk_end, "</mark>")] if chunk_start is not None and chunk_end is not None else []
+    # Headings are styled in place; a passage never crosses one, so they never cut its <mark>.
+    for b in doc.blocks:
+        if b.kind == "heading":
+            cuts += [(b.start, f'<span class="heading h{min(b.level, 4)}">'), (b.end, "</span>")]
+    cuts.sort(key=lambda cut: (cut[0], cut[1].startswith("<mark")))
+    body, position = [], 0
+    for offset, tag in cuts:
+        body += [html.escape(text[position:offset]), tag]
+        position = offset
+    body.append(html.escape(text[position:]))
     # One pre-wrap block, not <p> per paragraph: a passage spans paragraphs, and <p> tags would cut its <mark>.
-    body = f'<div class="text">{body}</div>'
+    body = f'<div class="text">{"".join(body)}</div>'
     meta = " · ".join(html.escape(x) for x in (doc.publisher, doc.date) if x)
     original = (f'<p><a href="{html.escape(doc.url, quote=True)}" target="_blank" rel="noopener noreferrer">Original article</a></p>'
                 if doc.url and doc.url.startswith(("http://", "https://")) else "")
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(doc.title or doc.doc_id)}</title>
 <style>body{{font-family:Georgia,serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.55}}
-mark{{background:#ffe58a;padding:2px 0;scroll-margin-top:30vh}}.meta{{color:#555}}.text{{white-space:pre-wrap}}</style></head>
+mark{{background:#ffe58a;padding:2px 0;scroll-margin-top:30vh}}.meta{{color:#555}}.text{{white-space:pre-wrap}}
+.heading{{font-weight:bold;font-family:sans-serif}}.h1,.h2{{font-size:1.3em}}.h3{{font-size:1.1em}}</style></head>
 <body><p><a href="/">← back to the chat</a></p><h1>{html.escape(doc.title or doc.doc_id)}</h1>
 <p class="meta">{meta} · document {html.escape(doc.doc_id)}</p>{original}{body}</body></html>"""
 

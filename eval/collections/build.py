@@ -1,0 +1,110 @@
+"""Build the development collections from Debian packages, reproducibly and offline.
+
+    python3 eval/collections/build.py [--out eval/collections]
+
+Each collection is a folder of real documents nobody here wrote, of a kind the seeds are not:
+- debian-reference: chapters of the Debian Reference (long HTML pages: tables, lists, code);
+- debian-handbook: sections of the Debian Administrator's Handbook (HTML, admonitions, code);
+- r-manuals: three R manuals (LaTeX-made PDFs: running heads, hyphenation, code);
+- printed-pdf: other Handbook sections printed to PDF by Chromium (browser-made PDFs).
+
+The packages are installed with apt-get when missing; `dpkg -L` says where their files are.
+Python's own documentation is kept out: it is an independent held-out check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium"]
+
+REFERENCE_CHAPTERS = ["pr01", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08"]
+HANDBOOK_SECTIONS = [
+    "sect.apt-get", "sect.apt-cache", "sect.manipulating-packages-with-dpkg", "sect.package-meta-information",
+    "sect.source-package-structure", "sect.config-bootloader", "sect.network-config", "sect.hostname-name-service",
+    "sect.user-group-databases", "sect.creating-accounts", "sect.shell-environment", "sect.syslog",
+    "sect.task-scheduling-cron-atd", "sect.backup", "sect.quotas", "sect.rights-management",
+    "sect.firewall-packet-filtering", "sect.remote-login", "sect.release-lifecycle", "sect.searching-packages",
+]
+PRINTED_SECTIONS = [
+    "sect.http-web-server", "sect.dhcp", "sect.domain-name-servers", "sect.nfs-file-server",
+    "sect.windows-file-server-with-samba", "sect.ldap-directory", "sect.kernel-compilation", "sect.apparmor",
+]
+R_MANUALS = ["R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+def package_files(package: str) -> list[Path]:
+    out = subprocess.run(["dpkg", "-L", package], check=True, capture_output=True, text=True).stdout
+    return [Path(line) for line in out.splitlines() if line.strip()]
+
+
+def find(package: str, name: str, under: str = "") -> Path:
+    matches = [p for p in package_files(package) if p.name == name and under in str(p) and p.is_file()]
+    if not matches:
+        sys.exit(f"{name} not found in package {package}; reinstall it: apt-get install --reinstall {package}")
+    return sorted(matches)[0]
+
+
+def install_missing() -> None:
+    missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def copy_into(folder: Path, files: list[tuple[Path, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in files:
+        shutil.copyfile(source, folder / name)
+
+
+def print_to_pdf(html: Path, pdf: Path) -> None:
+    """Chromium prints the page as a reader would (the page's own stylesheet), to a temporary name first."""
+    chromium = shutil.which("chromium") or sys.exit("chromium not found; apt-get install chromium")
+    with tempfile.TemporaryDirectory() as profile:
+        partial = pdf.with_suffix(".partial")
+        subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={partial}", html.as_uri()],
+            check=True, capture_output=True, timeout=120,
+        )
+        partial.replace(pdf)
+
+
+def build(out: Path) -> None:
+    install_missing()
+    copy_into(out / "debian-reference" / "docs", [
+        (find("debian-reference-en", f"{c}.en.html"), f"debian-reference-{c}.html") for c in REFERENCE_CHAPTERS
+    ])
+    copy_into(out / "debian-handbook" / "docs", [
+        (find("debian-handbook", f"{s}.html", "/en-US/"), f"handbook-{s.removeprefix('sect.')}.html") for s in HANDBOOK_SECTIONS
+    ])
+    copy_into(out / "r-manuals" / "docs", [(find("r-doc-pdf", name), name) for name in R_MANUALS])
+    printed = out / "printed-pdf" / "docs"
+    printed.mkdir(parents=True, exist_ok=True)
+    for section in PRINTED_SECTIONS:
+        target = printed / f"printed-{section.removeprefix('sect.')}.pdf"
+        if not target.exists():
+            print_to_pdf(find("debian-handbook", f"{section}.html", "/en-US/"), target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    build(parser.parse_args().out)
+
+
+if __name__ == "__main__":
+    main()
