@@ -159,10 +159,10 @@ def scenario_incremental(env: dict) -> dict:
 def sentence_unit_texts(store, with_title: bool) -> list[str]:
     from dataclasses import replace
 
-    from rag.chunking import sentence_spans
+    from rag.chunking import passage_units
     from rag.indexing import embedding_text
 
-    return [embedding_text(replace(c, text=c.text[a:b]), with_title) for c in store.chunks for a, b in sentence_spans(c.text)]
+    return [embedding_text(replace(c, text=c.text[a:b]), with_title) for c in store.chunks for a, b in passage_units(c)]
 
 
 ADDITIONS = 5  # articles added one after another to the 100,000-passage index

@@ -2,8 +2,10 @@
 
 Lengths are counted in the embedding model's own word pieces. A passage is made of whole units:
 the sentences of prose blocks (split by pysbd), the lines of code blocks and the rows of tables;
-only a unit longer than a whole passage is cut, at word-piece boundaries. A passage never crosses
-a heading: it carries its section path instead, and headings are never part of a passage.
+only a unit longer than a whole passage is cut, at word-piece boundaries. Passages are packed
+within a section and carry its section path; like any passage, a section's first one opens with
+the last sentences of the passage before it (the overlap), so a heading can sit inside a passage,
+as context: it is never one of the passage's answer units.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def passage_units(chunk: Chunk) -> list[tuple[int, int]]:
+    """The answer units of a passage: its sentences, code lines and table rows, never a heading."""
+    spans = sentence_spans(chunk.text)
+    if not chunk.headings:
+        return spans
+    return [(a, b) for a, b in spans if chunk.text[a:b] not in chunk.headings]
+
+
 def _line_spans(block: str) -> list[tuple[int, int]]:
     spans, cursor = [], 0
     for line in block.split("\n"):
@@ -117,10 +127,10 @@ class Chunker:
         blocks = document_blocks(doc)
         spans = self._measured_spans(doc.text, blocks)
         chunks = []
-        for group in (g for section in _by_section(spans, blocks) for g in self._group(section)):
+        for group, body in self._group_sections(_by_section(spans, blocks)):
             start, end = group[0].start, group[-1].end
             text = doc.text[start:end]
-            first = blocks[group[0].block]
+            first = blocks[body.block]
             chunks.append(
                 Chunk(
                     chunk_id=self._chunk_id(doc.doc_id, start, end, text),
@@ -135,6 +145,7 @@ class Chunker:
                     publisher=doc.publisher,
                     section=first.section or None,
                     page=first.page,
+                    headings=tuple(doc.text[b.start:b.end] for b in blocks if b.kind == "heading" and start <= b.start < end),
                 )
             )
         return chunks
@@ -170,6 +181,18 @@ class Chunker:
                 spans.append(Span(start + window[0][0], start + window[-1][1], len(window), block))
                 i = j
         return spans
+
+    def _group_sections(self, sections: list[list[Span]]) -> list[tuple[list[Span], Span]]:
+        """Passages within each section, each with its first unit of the section's own; a section's
+        first passage opens with the previous passage's last sentences, as any passage does."""
+        pairs: list[tuple[list[Span], Span]] = []
+        for section in sections:
+            lead = self._overlap_tail(pairs[-1][0], section[0].tokens) if pairs else []
+            for group in self._group(lead + section):
+                body = next((s for s in group if s not in lead), group[0])
+                pairs.append((group, body))
+            lead = []
+        return pairs
 
     def _group(self, spans: list[Span]) -> list[list[Span]]:
         groups: list[list[Span]] = []

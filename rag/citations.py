@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.chunking import sentence_spans
+from rag.chunking import passage_units, sentence_spans
 from rag.embedding import VectorCache
 from rag.records import Citation, Hit, Sentence
 
@@ -206,7 +206,7 @@ class GroundingChecker:
         units, owner = [], []
         for j, hit in enumerate(sources):
             text = hit.chunk.text
-            for a, b in sentence_spans(text):
+            for a, b in passage_units(hit.chunk):
                 units.append(text[a:b])
                 owner.append(j)
             units.append(text)

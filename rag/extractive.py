@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.chunking import sentence_spans
+from rag.chunking import passage_units
 from rag.records import Hit, Sentence
 from rag.refusal import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
@@ -49,7 +49,7 @@ class ExtractiveAnswerer:
         seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
             text = hit.chunk.text
-            spans = sentence_spans(text)
+            spans = passage_units(hit.chunk)
             stored = self.store.sentence_vectors_of(hit.chunk.chunk_id) if self.store is not None else None
             if stored is not None and len(stored) != len(spans):
                 stored = None

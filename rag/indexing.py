@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.chunking import Chunker, ChunkerConfig, sentence_spans
+from rag.chunking import Chunker, ChunkerConfig, passage_units
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
 from rag.ingest import Reuse, Skipped, file_stat, load_documents
@@ -178,7 +178,7 @@ def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks:
 
 
 def _sentence_texts(chunk: Chunk, with_title: bool) -> list[str]:
-    return [embedding_text(replace(chunk, text=chunk.text[a:b]), with_title) for a, b in sentence_spans(chunk.text)]
+    return [embedding_text(replace(chunk, text=chunk.text[a:b]), with_title) for a, b in passage_units(chunk)]
 
 
 def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress) -> Vectors:

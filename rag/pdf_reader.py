@@ -203,7 +203,7 @@ class _Layout:
     def lay_out(self) -> None:
         kind, parts, continuing = None, [], False  # the block being gathered
         previous: Line | None = None
-        footnotes: list[Line] = []  # set below the text of a page; placed after the block they interrupt
+        footnotes: list[Line] = []  # set below the text of a page; placed at the end of their section
         for page in _by_page(self.lines):
             body, notes = self._split_footnotes(page)
             for line in body:
@@ -215,9 +215,10 @@ class _Layout:
                     kind, parts, continuing = "paragraph", [line], True
                 else:
                     self._flush(kind, parts, continuing)
-                    for note in footnotes:
-                        self.b.prose("paragraph", note.text, note.page)
-                    footnotes = []
+                    if line_kind == "heading":  # footnotes close the section they belong to
+                        for note in footnotes:
+                            self.b.prose("paragraph", note.text, note.page)
+                        footnotes = []
                     kind, parts, continuing = line_kind, [line], False
                 previous = line
             footnotes.extend(notes)

@@ -92,6 +92,9 @@ class Chunk:
     publisher: str | None = None
     section: str | None = None  # the section path of the passage's headings
     page: int | None = None  # the PDF page the passage starts on
+    # Headings inside the passage: a section's first passage opens with the last sentences before
+    # its heading. They are context, never answer units (see `chunking.passage_units`).
+    headings: tuple[str, ...] = ()
 
     @property
     def heading(self) -> str:

@@ -219,7 +219,7 @@ class IndexStore:
     def chunks(self) -> list[Chunk]:
         path = self.path / CHUNKS
         try:
-            chunks = [Chunk(**c) for c in self._read_records(CHUNKS)]
+            chunks = [Chunk(**c | {"headings": tuple(c.get("headings", ()))}) for c in self._read_records(CHUNKS)]
         except TypeError as exc:
             raise IndexCorruptError(f"{path}: unexpected fields ({exc}); {REBUILD_HINT}") from exc
         if len(chunks) != self.manifest.n_chunks:

@@ -51,7 +51,7 @@ def test_seed_chunks_fit_the_budget_and_match_the_document(embedder, seed_docume
         for a, b in zip(chunks, chunks[1:]):
             assert a.start < b.start
             between = doc.text[a.end : b.start].strip()
-            # overlapping, or separated by whitespace or a heading (a passage never crosses one)
+            # overlapping, or separated by whitespace or a heading (when no sentence fits the overlap)
             assert b.start < a.end or between == "" or between in headings
 
 

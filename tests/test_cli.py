@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,14 @@ def test_inspect_shows_metadata_and_removed_banner(workspace):
     assert "date: 2020-09-03" in out
     assert "[site banner] [ rfe/rl banner ]" in out
     assert "[donation banner] UNITED24" in out
+
+
+def test_inspect_shows_blocks_with_kinds_and_section_paths(workspace):
+    paths, _ = workspace
+    result = run_rag("inspect", "002_9aadfc9c626cea25", **paths)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"heading2\s+\[Mass demonstrations\] Mass demonstrations\n", result.stdout)
+    assert re.search(r"paragraph\s+\[Mass demonstrations\] Lukashenko, in power for 26 years", result.stdout)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> str:

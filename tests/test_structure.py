@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pdf_fixture import two_page_manual
-from rag.chunking import Chunker, ChunkerConfig, sentence_spans
+from rag.chunking import Chunker, ChunkerConfig, passage_units, sentence_spans
 from rag.ingest import load_document
 from rag.records import Document
 from ui.render import article_page
@@ -193,13 +193,16 @@ def test_pdf_passages_carry_page_and_section_and_the_article_view_highlights_the
 
 # ---- passages ----------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_passages_never_cross_a_heading_and_carry_their_section(embedder, html_doc):
+def test_passages_carry_their_section_and_headings_are_never_answer_units(embedder, html_doc):
     chunks = Chunker(embedder.tokenizer, ChunkerConfig()).chunk(html_doc)
-    headings = [b for b in html_doc.blocks if b.kind == "heading"]
     assert [c.section for c in chunks] == ["Logging HOWTO", "Logging HOWTO › Levels", "Logging HOWTO › New handlers"]
-    for chunk in chunks:
-        assert not any(chunk.start <= h.start < chunk.end for h in headings)
     assert chunks[1].heading == "Logging HOWTO › Levels"  # the title is not repeated before its own section path
+    # a section's first passage opens with the sentences before its heading (the overlap)
+    assert chunks[1].text.startswith("Each message has a level") and chunks[1].headings == ("Levels",)
+    for chunk in chunks:
+        units = [chunk.text[a:b] for a, b in passage_units(chunk)]
+        assert not set(units) & {"Logging HOWTO", "Levels", "New handlers"}
+    assert "DEBUG | 10" in [chunks[1].text[a:b] for a, b in passage_units(chunks[1])]
 
 
 @pytest.mark.integration
@@ -258,12 +261,16 @@ def test_every_collection_passage_starts_and_ends_at_a_sentence_boundary(collect
 
 
 @pytest.mark.integration
-def test_no_collection_passage_holds_a_heading_or_a_permalink_sign(collection_chunks):
+def test_no_collection_passage_quotes_a_heading_or_holds_a_permalink_sign(collection_chunks):
     for doc, chunks in collection_chunks:
         headings = [b for b in doc.blocks if b.kind == "heading"]
         for chunk in chunks:
             assert "¶" not in chunk.text, (doc.doc_id, chunk.position)
-            assert not any(chunk.start <= h.start < chunk.end for h in headings), (doc.doc_id, chunk.position)
+            inside = [doc.text[h.start:h.end] for h in headings if chunk.start <= h.start < chunk.end]
+            assert list(chunk.headings) == inside, (doc.doc_id, chunk.position)
+            assert not any(h.start == chunk.start for h in headings), (doc.doc_id, chunk.position)
+            units = {chunk.text[a:b] for a, b in passage_units(chunk)}
+            assert not units & set(inside), (doc.doc_id, chunk.position)
 
 
 @pytest.mark.integration

@@ -63,10 +63,10 @@ def _highlight(passage: str, sentences: list[str]) -> str:
 
 def _used_sentences(answer: Answer, n: int, hit: Hit) -> list[str]:
     """For each claim citing this passage, the passage sentence sharing most of its words."""
-    from rag.chunking import sentence_spans
+    from rag.chunking import passage_units
 
     text = hit.chunk.text
-    sentences = [text[a:b] for a, b in sentence_spans(text)]
+    sentences = [text[a:b] for a, b in passage_units(hit.chunk)]
     used = []
     for claim in (s.text for s in answer.sentences if n in s.citations):
         claim_words = set(re.findall(r"\w+", claim.lower()))
