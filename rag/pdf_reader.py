@@ -26,7 +26,7 @@ from rag.structure import DocumentBuilder, join_wrapped, without_site_suffix
 FIXED_PITCH, FORCE_BOLD = 1, 1 << 18  # PDF font descriptor flags
 SOFT_HYPHEN = 2  # how PDFium reports a hyphen that breaks a word at a line end
 BOLD_NAME = re.compile(r"bold|black|heavy|semibold|demi|cmbx|\+cmb\d", re.I)
-CAPTION = re.compile(r"^(Table|Figure|Fig\.|Example|Listing)\s+[\dA-Z]", re.I)
+NUMBERED_HEADING = re.compile(r"^(?:\d+|[A-Z])(?:\.\d+)+\.?\s+\S")  # "4.2.1 Title", "A.3. Title"
 MONOSPACE_NAME = re.compile(r"mono|courier|cmtt|sftt|typewriter|consol|menlo|inconsolata|lmmono|\btt\d", re.I)
 BULLET = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+\S")
 DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*\S{1,6}$")  # "Preface . . . . . 1": a table of contents line
@@ -244,8 +244,8 @@ class _Layout:
             return "table"
         if BULLET.match(line.text):
             return "list_item"
-        if line.bold and len(line.text) < 100 and not _ends_sentence(line.text.rstrip(",")) and not CAPTION.match(line.text):
-            return "heading"  # a run-in heading: bold, at the size of the body text
+        if line.bold and NUMBERED_HEADING.match(line.text) and len(line.text) < 100 and not _ends_sentence(line.text):
+            return "heading"  # a numbered heading set in bold at the size of the body text ("11.7.3.1. Configuring NSS")
         return "paragraph"
 
     def _continues(self, kind: str, previous: Line, line: Line, line_kind: str) -> bool:

@@ -14,7 +14,6 @@ import re
 from rag.boilerplate import boilerplate_reason
 from rag.records import SECTION_SEPARATOR, Block, Document, Removal
 
-PROSE_KINDS = ("paragraph", "list_item", "quote")
 CELL_SEPARATOR = " | "
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b]")  # incl. soft hyphen, zero-width space
@@ -63,11 +62,7 @@ class DocumentBuilder:
         return SECTION_SEPARATOR.join(text for _, text in self._headings)
 
     def heading(self, text: str, level: int, page: int | None = None) -> None:
-        text = join_wrapped(text)
-        if not text:
-            return
-        if reason := boilerplate_reason(text):
-            self.remove(text, reason)
+        if not (text := self._article_text(text)):
             return
         while self._headings and self._headings[-1][0] >= level:
             self._headings.pop()
@@ -75,14 +70,9 @@ class DocumentBuilder:
         self._append("heading", text, page, level)
 
     def prose(self, kind: str, text: str, page: int | None = None) -> None:
-        """A paragraph, list item or quote; short boilerplate lines are removed with their reason."""
-        text = join_wrapped(text)
-        if not text:
-            return
-        if reason := boilerplate_reason(text):
-            self.remove(text, reason)
-            return
-        self._append(kind, text, page)
+        """A paragraph, list item or quote."""
+        if text := self._article_text(text):
+            self._append(kind, text, page)
 
     def code(self, text: str, page: int | None = None) -> None:
         if text := code_lines(text):
@@ -92,12 +82,17 @@ class DocumentBuilder:
         if text := table_lines(rows):
             self._append("table", text, page)
 
+    def _article_text(self, text: str) -> str:
+        """The text as one line, or "" when it is empty or page furniture (recorded with its reason)."""
+        text = join_wrapped(text)
+        if text and (reason := boilerplate_reason(text)):
+            self.remove(text, reason)
+            return ""
+        return text
+
     def remove(self, text: str, reason: str) -> None:
         if text := join_wrapped(text):
             self.removed.append(Removal(text, reason))
-
-    def last_block(self) -> Block | None:
-        return self.blocks[-1] if self.blocks else None
 
     def extend_last(self, text: str, hyphenated: bool = False) -> None:
         """Continue the last prose block (a paragraph that runs over a page break); `hyphenated`:
@@ -117,8 +112,3 @@ class DocumentBuilder:
     def build(self, doc_id: str, source_path: str | None = None, **metadata: str | None) -> Document:
         return Document(doc_id, "\n\n".join(self.parts), source_path=source_path, removed=self.removed,
                         blocks=self.blocks, **metadata)
-
-
-def outline(doc: Document) -> list[tuple[Block, str]]:
-    """Each block with its text, for `rag inspect`."""
-    return [(b, doc.text[b.start:b.end]) for b in doc.blocks]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pdf_fixture import Text, pdf_bytes
 from rag.errors import IngestError
 from rag.ingest import discover, doc_id_for, load_document, load_documents
 
@@ -31,31 +32,8 @@ HTML_PAGE = """<!DOCTYPE html>
 
 
 def minimal_pdf(lines: list[str]) -> bytes:
-    """A valid one-page PDF whose content stream draws `lines` in Helvetica (with a correct xref)."""
-
-    def escape(s: str) -> str:
-        return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-    ops = ["BT", "/F1 12 Tf", "14 TL", "72 720 Td", *[f"({escape(line)}) Tj T*" for line in lines], "ET"]
-    stream = "\n".join(ops).encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R"
-        b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    """A valid one-page PDF that draws `lines` in 12-point Helvetica, 14 points apart."""
+    return pdf_bytes([[Text(line, 72, 72 + 14 * i, "F1", 12) for i, line in enumerate(lines)]])
 
 
 PDF_LINES = ["Belarus grain exports rose sharply in October.", "Officials in Minsk welcomed the new trade figures."]
