@@ -52,6 +52,7 @@ class Line:
     monospace: bool
     bold: bool = False
     cells: list[str] = field(default_factory=list)  # more than one: a table row
+    last_cell_x: float = 0.0  # where a table row's last cell starts: its wrapped lines start there too
 
     @property
     def height(self) -> float:
@@ -123,11 +124,11 @@ def _add_line(lines: list[Line], chars: list, page: int) -> None:
         return
     size = statistics.median(c[5] for c in visible)
     cells, cell = [], ""
-    previous_right = None
+    previous_right, cell_x = None, visible[0][1]
     for ch, x0, _, x1, *_ in chars:
         if previous_right is not None and not ch.isspace() and x0 - previous_right > CELL_GAP * size and cell.strip():
             cells.append(cell)
-            cell = ""
+            cell, cell_x = "", x0
         cell += ch
         if not ch.isspace():
             previous_right = x1
@@ -138,7 +139,7 @@ def _add_line(lines: list[Line], chars: list, page: int) -> None:
         x1=max(c[3] for c in visible), bottom=max(c[4] for c in visible),
         size=size, monospace=sum(c[6] for c in visible) >= 0.8 * len(visible),
         bold=sum(c[7] for c in visible) >= 0.8 * len(visible),
-        cells=[join_wrapped(c) for c in cells if c.strip()],
+        cells=[join_wrapped(c) for c in cells if c.strip()], last_cell_x=cell_x,
     )
     last = lines[-1] if lines else None
     if last and abs(last.top - line.top) < 0.5 * min(last.height, line.height) and line.x0 >= last.x1 - 1:
@@ -148,6 +149,7 @@ def _add_line(lines: list[Line], chars: list, page: int) -> None:
             bottom=max(last.bottom, line.bottom), size=max(last.size, line.size) if gap_cells else last.size,
             monospace=last.monospace and line.monospace, bold=last.bold and line.bold,
             cells=last.cells + line.cells if gap_cells else [*last.cells[:-1], f"{last.cells[-1]} {line.cells[0]}", *line.cells[1:]],
+            last_cell_x=line.last_cell_x if gap_cells or len(line.cells) > 1 else last.last_cell_x,
         )
         return
     lines.append(line)
@@ -196,6 +198,7 @@ class _Layout:
         self.pitch = statistics.median(pitches) if pitches else 1.2 * self.body_size
         heading_sizes = sorted({round(line.size) for line in prose if self._is_heading_size(line)}, reverse=True)
         self.levels = {size: level for level, size in enumerate(heading_sizes, 1)}
+        self.cell_x = 0.0  # where the last table row's last cell starts
 
     def _is_heading_size(self, line: Line) -> bool:
         return line.size >= HEADING_RATIO * self.body_size and len(line.text) < 150
@@ -208,6 +211,8 @@ class _Layout:
             body, notes = self._split_footnotes(page)
             for line in body:
                 line_kind = self._kind(line)
+                if line_kind == "table":
+                    self.cell_x = line.last_cell_x
                 if kind and self._continues(kind, previous, line, line_kind):
                     parts.append(line)
                 elif kind == "paragraph" and line_kind == "paragraph" and self._runs_over_page(previous, line):
@@ -253,6 +258,8 @@ class _Layout:
             return False
         if kind == "heading":
             return line_kind == "heading" and abs(line.size - previous.size) < 0.5 and line.top - previous.bottom < previous.height
+        if kind == "table" and line_kind == "paragraph":  # a cell's text wrapped onto the next line
+            return line.x0 >= self.cell_x - 0.5 * line.size and line.top - previous.top < PARAGRAPH_GAP * self.pitch
         if kind in ("code", "table"):
             return line_kind == kind and line.top - previous.top < 2.2 * self.pitch
         if line_kind != "paragraph":
@@ -284,7 +291,14 @@ class _Layout:
             width = max(0.6 * parts[0].size, 1.0)  # a fixed-pitch character is about 0.6 em wide
             self.b.code("\n".join(" " * round((p.x0 - indent) / width) + p.text for p in parts), page)
         elif kind == "table":
-            self.b.table([p.cells for p in parts], page)
+            rows: list[list[str]] = []
+            for part in parts:
+                if len(part.cells) > 1 or not rows:
+                    rows.append(list(part.cells))
+                else:  # the wrapped rest of the row's last cell
+                    cell = rows[-1][-1]
+                    rows[-1][-1] = cell[:-1] + part.text if _hyphenated(cell, part.text) else f"{cell} {part.text}"
+            self.b.table(rows, page)
         else:
             self.b.prose(kind, _join_prose(parts), page)
 
