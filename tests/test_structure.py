@@ -283,3 +283,20 @@ def test_every_collection_answer_survives_ingestion(collection_chunks):
     for golden in sorted(COLLECTIONS.glob("*/golden.*.jsonl")):
         items = [i for i in load_golden(golden) if i.answerable]
         assert ingested_share(chunks, items) >= 0.95, golden
+
+
+def test_pdf_table_rows_keep_their_wrapped_cells(tmp_path):
+    from pdf_fixture import Text, pdf_bytes
+
+    page = [
+        Text("Options of the widget command", 72, 72),
+        Text("--quiet", 72, 100), Text("Print nothing but errors and exit with a sta-", 250, 100),
+        Text("tus other than zero when a step fails.", 250, 114),
+        Text("--verbose", 72, 128), Text("Print every step.", 250, 128),
+    ]
+    path = tmp_path / "options.pdf"
+    path.write_bytes(pdf_bytes([page]))
+    doc = load_document(path)
+    # the cell's second line belongs to its row, and the word split across the two is whole
+    assert blocks_of(doc)[-1] == ("table", "", "--quiet | Print nothing but errors and exit with a status other "
+                                                "than zero when a step fails.\n--verbose | Print every step.")
