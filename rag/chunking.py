@@ -30,6 +30,7 @@ class Span:
     end: int
     tokens: int
     block: int = 0  # index of the block it belongs to
+    prose: bool = True  # a sentence (not a code line or a table row)
 
 
 @dataclass(frozen=True)
@@ -156,19 +157,19 @@ class Chunker:
 
     def _measured_spans(self, text: str, blocks: list[Block]) -> list[Span]:
         raw = [
-            (block.start + a, block.start + b, i)
+            (block.start + a, block.start + b, i, block.splits_into_sentences)
             for i, block in enumerate(blocks) if block.kind != "heading"
             for a, b in (_sentences if block.splits_into_sentences else _line_spans)(text[block.start:block.end])
         ]
         if not raw:
             return []
         encoded = self.tokenizer(
-            [text[s:e] for s, e, _ in raw], add_special_tokens=False, return_offsets_mapping=True
+            [text[s:e] for s, e, _, _ in raw], add_special_tokens=False, return_offsets_mapping=True
         )
         spans: list[Span] = []
-        for (start, end, block), offsets in zip(raw, encoded["offset_mapping"]):
+        for (start, end, block, prose), offsets in zip(raw, encoded["offset_mapping"]):
             if len(offsets) <= self.budget:
-                spans.append(Span(start, end, len(offsets), block))
+                spans.append(Span(start, end, len(offsets), block, prose))
                 continue
             # A unit longer than a chunk: cut it into windows of whole word pieces, between
             # words when possible (a word cut in two re-tokenizes into more pieces).
@@ -178,7 +179,7 @@ class Chunker:
                 if j < len(offsets):
                     j = next((k for k in range(j, i, -1) if _between_words(text, start + offsets[k][0])), j)
                 window = offsets[i:j]
-                spans.append(Span(start + window[0][0], start + window[-1][1], len(window), block))
+                spans.append(Span(start + window[0][0], start + window[-1][1], len(window), block, prose))
                 i = j
         return spans
 
@@ -210,11 +211,12 @@ class Chunker:
         return groups
 
     def _overlap_tail(self, previous: list[Span], next_tokens: int) -> list[Span]:
-        """Trailing sentences of the previous chunk repeated at the start of the next one."""
+        """Trailing sentences of the previous chunk repeated at the start of the next one: context for
+        what follows. Code lines and table rows are not carried over (they dilute the next passage)."""
         tail: list[Span] = []
         tokens = 0
         for span in reversed(previous[1:]):
-            if tokens + span.tokens > self.config.overlap_tokens or tokens + span.tokens + next_tokens > self.budget:
+            if not span.prose or tokens + span.tokens > self.config.overlap_tokens or tokens + span.tokens + next_tokens > self.budget:
                 break
             tail.insert(0, span)
             tokens += span.tokens
@@ -222,7 +224,7 @@ class Chunker:
 
 
 def _by_section(spans: list[Span], blocks: list[Block]) -> list[list[Span]]:
-    """Runs of units between headings: a passage never spans two sections."""
+    """Runs of units between headings: the sections passages are packed in."""
     runs: list[list[Span]] = []
     for span in spans:
         if runs and not any(blocks[k].kind == "heading" for k in range(runs[-1][-1].block + 1, span.block + 1)):
