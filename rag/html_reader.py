@@ -45,11 +45,16 @@ PUBLISHER_META = ("citation_publisher", "dc.publisher", "dcterms.publisher", "pu
 
 
 def read_html(html: str, builder: DocumentBuilder) -> dict[str, str | None]:
-    """Fill `builder` with the page's blocks; return its metadata (title, date, publisher, url)."""
+    """Fill `builder` with the page's blocks; return its metadata (title, date, publisher, url).
+    Raises ValueError for a page with no document in it."""
+    import lxml.etree
     import lxml.html
 
     # bytes (lxml refuses a str with an XML declaration), decoded as the UTF-8 ingestion checked
-    root = lxml.html.document_fromstring(html.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8"))
+    try:
+        root = lxml.html.document_fromstring(html.encode("utf-8"), parser=lxml.html.HTMLParser(encoding="utf-8"))
+    except lxml.etree.ParserError as exc:  # nothing but comments or markup lxml drops
+        raise ValueError(str(exc)) from exc
     metadata = page_metadata(root)
     walker = _Walker(builder)
     main = _main_content(root)

@@ -142,7 +142,10 @@ def _from_text(path: Path, text: str, markdown: bool) -> Document:
 
 def _from_html(path: Path, html: str) -> Document:
     builder = DocumentBuilder()
-    metadata = read_html(html, builder)
+    try:
+        metadata = read_html(html, builder)
+    except ValueError as exc:
+        raise IngestError(f"{path}: no readable article text found in the HTML ({exc})") from exc
     doc = builder.build(doc_id_for(path), str(path), **metadata)
     if not doc.text.strip():
         raise IngestError(f"{path}: no readable article text found in the HTML")

@@ -11,6 +11,7 @@ import pytest
 
 from pdf_fixture import two_page_manual
 from rag.chunking import Chunker, ChunkerConfig, passage_units, sentence_spans
+from rag.errors import IngestError
 from rag.ingest import load_document
 from rag.records import Document
 from ui.render import article_page
@@ -119,6 +120,14 @@ def test_html_without_declared_date_or_publisher_says_unknown(tmp_path):
                     " sample output below, which is not the page's date.</p><pre>2019-05-05 started</pre></body></html>")
     doc = load_document(path)
     assert (doc.date, doc.publisher, doc.url) == (None, None, None)
+
+
+@pytest.mark.parametrize("page", ["<!-- only a comment -->", "<html></html>", "<html><body><nav><a href='/'>Home</a></nav></body></html>"])
+def test_html_without_article_text_is_one_clear_error(tmp_path, page):
+    path = tmp_path / "empty.html"
+    path.write_text(page, encoding="utf-8")
+    with pytest.raises(IngestError, match="no readable article text found in the HTML"):
+        load_document(path)
 
 
 # ---- markdown and plain text -------------------------------------------------------------------
