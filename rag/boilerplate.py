@@ -11,15 +11,17 @@ import re
 MAX_BOILERPLATE_CHARS = 250
 PERMALINK_SIGNS = "¶§🔗#"
 
+_CREDIT = r"[A-Z][A-Z0-9&'-]*(?:\s[A-Z][A-Z0-9&'-]*)*"  # a credit in capitals: POOL, VIA AP
 # (reason, pattern) for lines that are page furniture, not article text.
 BOILERPLATE_LINES: list[tuple[str, re.Pattern[str]]] = [
-    ("donation banner", re.compile(r"charitable donation|\bdonate\b|UNITED24", re.I)),
+    ("donation banner", re.compile(r"charitable donation|\bdonate\b", re.I)),
     ("site banner", re.compile(r"^\[\s*[^\]]*banner\s*\]$", re.I)),
     ("comment form", re.compile(r"^Leave a Reply$|^Your email address will not be published\.?$", re.I)),
     ("copyright line", re.compile(r"^(Copyright|©)|\(c\)\s*\d{4}", re.I)),
     ("mailing-list plea", re.compile(r"^(?:join|subscribe to|sign up for|get)\b.{0,60}\b(?:mailing list|newsletter)\b", re.I)),
     ("related-article link", re.compile(r"^Related (article|story|stories)\s*:", re.I)),
-    ("photo credit", re.compile(r"^[^.!?\"“”]{0,120}(?:\s/\s|\|)[^.!?]{0,80}\b(POOL|VIA AP|TASS|REUTERS|GETTY|AFP|SPUTNIK)\b")),
+    # "Jane Doe / POOL / AGENCY": a name, then two or more credits in capitals after a slash or a bar
+    ("photo credit", re.compile(rf"^[^.!?\"“”|/]{{1,80}}\s[/|]\s+{_CREDIT}(?:\s+/\s+{_CREDIT})+\)?$")),
     ("last-updated line", re.compile(r"^(Last (updated|modified|changed|edited)|Updated on|Page generated)\b", re.I)),
     ("cookie banner", re.compile(r"\b(this (site|website) uses cookies|accept (all )?cookies|cookie (policy|settings))\b", re.I)),
     ("search box", re.compile(r"^(Search|Quick search|Search this site|Go)$", re.I)),

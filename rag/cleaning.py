@@ -28,7 +28,7 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+•◦‣–]|\d{1,3}[.)])\s+\S")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 # Paragraphs that plead for subscriptions span several lines; drop the whole paragraph.
-PLEA_PARAGRAPH = re.compile(r"subscrib", re.I)
+PLEA_PARAGRAPH = re.compile(r"\bby subscribing\b|\bsubscribe (now|today)\b|\bsubscri\w+\b.{0,80}\b(help|support) (us|our)\b", re.I)
 
 
 @dataclass
@@ -93,8 +93,8 @@ class _Line:
         return strip_markdown(self.raw) if self.kind == "text" else self.raw.strip()
 
 
-def clean_text(raw: str, markdown: bool = True) -> Cleaned:
-    """Clean one article's raw text into blocks; never raises, whatever the input."""
+def clean_text(raw: str) -> Cleaned:
+    """Clean one article's raw text (plain or markdown) into blocks; never raises, whatever the input."""
     text = _CONTROL.sub("", raw.replace("\r\n", "\n").replace("\r", "\n"))
     out = Cleaned(text="")
     lines = text.split("\n")
@@ -109,15 +109,15 @@ def clean_text(raw: str, markdown: bool = True) -> Cleaned:
     pending_source = False
     fence: str | None = None
     for raw_line in lines:
-        if markdown and (m := _FENCE.match(raw_line)):  # code fences: kept as they are, rules not applied
+        if m := _FENCE.match(raw_line):  # code fences: kept as they are, rules not applied
             fence = None if fence == m.group(1) else fence or m.group(1)
             kept.append(_Line("", "blank"))
             continue
         if fence:
             kept.append(_Line(raw_line, "code"))
             continue
-        heading = _MD_HEADING.match(raw_line) if markdown else None
-        line = strip_markdown(raw_line) if markdown else raw_line.strip()
+        heading = _MD_HEADING.match(raw_line)
+        line = strip_markdown(raw_line)
         if not line:
             kept.append(_Line("", "blank"))
             continue

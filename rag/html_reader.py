@@ -41,7 +41,8 @@ MAIN_SELECTORS = ("//main", "//*[@role='main']", "//article")
 DATE_META = ("article:published_time", "datepublished", "date", "dc.date", "dc.date.issued", "dcterms.date",
              "dcterms.issued", "citation_publication_date", "citation_date", "pubdate", "publish-date",
              "sailthru.date", "parsely-pub-date")
-PUBLISHER_META = ("citation_publisher", "dc.publisher", "dcterms.publisher", "publisher", "og:site_name")
+# og:site_name names the site, not who published the text: it is not among them.
+PUBLISHER_META = ("citation_publisher", "dc.publisher", "dcterms.publisher", "publisher")
 
 
 def read_html(html: str, builder: DocumentBuilder) -> dict[str, str | None]:
@@ -207,8 +208,8 @@ class _Walker:
 
 
 def _tag(element) -> str:
-    tag = element.tag if isinstance(element.tag, str) else ""
-    return tag.rsplit("}", 1)[-1].lower()  # XHTML pages put tags in a namespace
+    """The tag's name; "" for comments and processing instructions (lxml's HTML parser drops XHTML's namespace)."""
+    return element.tag if isinstance(element.tag, str) else ""
 
 
 def _only_inline(element) -> bool:
@@ -217,12 +218,14 @@ def _only_inline(element) -> bool:
 
 def _inline_text(element) -> str:
     """Text of inline content: `<br>` is a space, permalink anchors and comments are left out."""
-    parts = [element.text or ""] if _tag(element) not in ("img",) else [element.get("alt", "")]
+    parts = [element.text or ""] if _tag(element) != "img" else [element.get("alt", "")]
     for child in element:
-        if isinstance(child.tag, str) and not PERMALINK_CLASS.search(child.get("class", "")):
+        if _tag(child) == "br":
+            parts.append(" ")
+        elif isinstance(child.tag, str) and not PERMALINK_CLASS.search(child.get("class", "")):
             parts.append(_inline_text(child))
         parts.append(child.tail or "")
-    return join_wrapped(" ".join(parts) if _tag(element) == "br" else "".join(parts))
+    return join_wrapped("".join(parts))
 
 
 def _code_text(pre) -> str:
@@ -239,7 +242,7 @@ def _link_density(element) -> float:
     text = len(join_wrapped(element.text_content()))
     if not text:
         return 1.0
-    linked = sum(len(join_wrapped(a.text_content())) for a in element.iter("a", "{http://www.w3.org/1999/xhtml}a"))
+    linked = sum(len(join_wrapped(a.text_content())) for a in element.iter("a"))
     return linked / text
 
 
@@ -249,12 +252,9 @@ def page_metadata(root) -> dict[str, str | None]:
     ld = _json_ld(root)
     site = meta.get("og:site_name")
     title = meta.get("og:title") or meta.get("citation_title") or meta.get("dc.title") or ld.get("headline")
-    if not title:
-        found = root.find(".//title")
-        if found is None:
-            found = next(iter(root.iter("{http://www.w3.org/1999/xhtml}title")), None)
-        title = without_site_suffix(join_wrapped(found.text_content()), site) if found is not None else None
-    canonical = next((link.get("href") for link in root.iter("link", "{http://www.w3.org/1999/xhtml}link")
+    if not title and (found := root.find(".//title")) is not None:
+        title = without_site_suffix(join_wrapped(found.text_content()), site)
+    canonical = next((link.get("href") for link in root.iter("link")
                       if "canonical" in (link.get("rel") or "").lower().split()), None)
     return {
         "title": title or None,
@@ -266,7 +266,7 @@ def page_metadata(root) -> dict[str, str | None]:
 
 def _meta_tags(root) -> dict[str, str]:
     found: dict[str, str] = {}
-    for meta in root.iter("meta", "{http://www.w3.org/1999/xhtml}meta"):
+    for meta in root.iter("meta"):
         key = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").strip().lower()
         value = join_wrapped(meta.get("content") or "")
         if key and value:

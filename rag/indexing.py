@@ -18,7 +18,7 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig, passage_units
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
-from rag.ingest import Reuse, Skipped, file_stat, load_documents
+from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, load_documents
 from rag.keywords import TermCounts, bm25_text
 from rag.records import Chunk, Document
 from rag.settings import Settings
@@ -123,7 +123,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     manifest = Manifest(
         embedding_model=settings.embedding_model,
         dimension=embedder.dimension,
-        chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title},
+        chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title, "reader": READER_VERSION},
         documents={doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
         index_type=index_type,
         n_chunks=n_chunks,
@@ -223,8 +223,9 @@ def _previous(settings: Settings) -> IndexStore | None:
 
 
 def _unchanged_files(previous: IndexStore | None) -> Reuse | None:
-    """Files whose size and modification time are as recorded are not read and cleaned again."""
-    if previous is None:
+    """Files whose size and modification time are as recorded are not read and cleaned again,
+    unless the previous index's documents were made by other readers."""
+    if previous is None or previous.manifest.chunker.get("reader") != READER_VERSION:
         return None
     recorded = previous.manifest.file_stats
     by_source = {path: doc_id for doc_id, path in previous.manifest.sources.items() if path}

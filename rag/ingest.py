@@ -19,6 +19,9 @@ from rag.structure import DocumentBuilder
 log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
+# Changes when the readers make different documents from the same file: an index made by other
+# readers has its files read again, not its stored documents chunked again.
+READER_VERSION = "blocks-1"
 MAX_FILE_BYTES = 20_000_000
 
 
@@ -120,7 +123,7 @@ def load_document(path: Path) -> Document:
         doc = _from_pdf(path, data)
     else:
         text = _decode(path, data)
-        doc = _from_html(path, text) if suffix in (".html", ".htm") else _from_text(path, text, markdown=True)
+        doc = _from_html(path, text) if suffix in (".html", ".htm") else _from_text(path, text)
     if not doc.text.strip():
         raise IngestError(f"{path}: no article text left after cleaning")
     return doc
@@ -135,8 +138,8 @@ def _decode(path: Path, data: bytes) -> str:
         raise IngestError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from exc
 
 
-def _from_text(path: Path, text: str, markdown: bool) -> Document:
-    c = clean_text(text, markdown=markdown)
+def _from_text(path: Path, text: str) -> Document:
+    c = clean_text(text)
     return Document(doc_id_for(path), c.text, c.title, c.date, c.publisher, c.url, str(path), c.removed, c.blocks)
 
 

@@ -16,6 +16,7 @@ Metadata comes from the document information (title, and the date unless a brows
 from __future__ import annotations
 
 import ctypes
+import functools
 import re
 import statistics
 from collections import Counter
@@ -69,20 +70,20 @@ def read_pdf(data: bytes, builder: DocumentBuilder) -> dict[str, str | None]:
     except pdfium.PdfiumError as exc:
         raise ValueError(str(exc)) from exc
     try:
-        pages = [_page_lines(page, number) for number, page in enumerate(pdf, 1)]
+        read = [_page_lines(page, number) for number, page in enumerate(pdf, 1)]
         info = pdf.get_metadata_dict(skip_empty=True)
-        heights = [pdf[i].get_height() for i in range(len(pdf))]
     finally:
         pdf.close()
+    pages, heights = [lines for lines, _ in read], [height for _, height in read]
     pages = _without_furniture(pages, heights, builder)
     lines = [line for page in pages for line in page]
     _Layout(builder, lines).lay_out()
     return _metadata(info, lines)
 
 
-def _page_lines(page, number: int) -> list[Line]:
-    """The page's lines as PDFium segments them; fragments at the same height (a footnote mark,
-    a change of font) are rejoined."""
+def _page_lines(page, number: int) -> tuple[list[Line], float]:
+    """The page's lines as PDFium segments them, and the page's height; fragments at the same
+    height (a footnote mark, a change of font) are rejoined."""
     import pypdfium2.raw as raw
 
     height = page.get_height()
@@ -92,9 +93,10 @@ def _page_lines(page, number: int) -> list[Line]:
     name, flags = ctypes.create_string_buffer(64), ctypes.c_int()
     lines: list[Line] = []
     chars: list[tuple[str, float, float, float, float, float, bool, bool]] = []
-    font_cache: dict[int, tuple[bool, bool]] = {}
-    for i in range(textpage.count_chars() + 1):
-        code = raw.FPDFText_GetUnicode(handle, i) if i < textpage.count_chars() else 10
+    font_cache: dict[tuple[bytes, int], tuple[bool, bool]] = {}
+    count = textpage.count_chars()
+    for i in range(count + 1):
+        code = raw.FPDFText_GetUnicode(handle, i) if i < count else 10  # a last line break flushes the last line
         if code in (10, 13) or code == 0xFFFE:
             if chars:
                 _add_line(lines, chars, number)
@@ -105,8 +107,8 @@ def _page_lines(page, number: int) -> list[Line]:
         if chars and not chr(code).isspace() and abs((height - bottom.value) - chars[-1][4]) > 0.6 * max(size, 1):
             _add_line(lines, chars, number)  # a jump to another height: PDFium did not mark this line break
             chars = []
-        font_key = raw.FPDFText_GetFontInfo(handle, i, name, 64, flags)
-        key = hash((name.raw[:font_key], flags.value))
+        length = raw.FPDFText_GetFontInfo(handle, i, name, 64, flags)
+        key = (name.raw[:length], flags.value)
         if key not in font_cache:
             font_name = name.value.decode("latin-1")
             font_cache[key] = (bool(flags.value & FIXED_PITCH) or bool(MONOSPACE_NAME.search(font_name)),
@@ -115,7 +117,7 @@ def _page_lines(page, number: int) -> list[Line]:
     textpage.close()
     page.close()
     # Reading order is top to bottom: a browser draws a page's header last. (One column assumed.)
-    return sorted(lines, key=lambda line: (round(line.top / 3), line.x0))
+    return sorted(lines, key=lambda line: (round(line.top / 3), line.x0)), height
 
 
 def _add_line(lines: list[Line], chars: list, page: int) -> None:
@@ -281,8 +283,7 @@ class _Layout:
             return
         page = parts[0].page
         if continuing:  # the rest of the paragraph the previous page ended with
-            text = _join_prose(parts)
-            self.b.extend_last(text, hyphenated=_hyphenated(self.b.parts[-1], text))
+            self.b.replace_last(_join_wrapped(self.b.parts[-1], _join_prose(parts)))
             return
         if kind == "heading":
             self.b.heading(" ".join(p.text for p in parts), self.levels.get(round(parts[0].size), len(self.levels) + 1), page)
@@ -296,8 +297,7 @@ class _Layout:
                 if len(part.cells) > 1 or not rows:
                     rows.append(list(part.cells))
                 else:  # the wrapped rest of the row's last cell
-                    cell = rows[-1][-1]
-                    rows[-1][-1] = cell[:-1] + part.text if _hyphenated(cell, part.text) else f"{cell} {part.text}"
+                    rows[-1][-1] = _join_wrapped(rows[-1][-1], part.text)
             self.b.table(rows, page)
         else:
             self.b.prose(kind, _join_prose(parts), page)
@@ -311,18 +311,15 @@ def _by_page(lines: list[Line]) -> list[list[Line]]:
 
 
 def _join_prose(lines: list[Line]) -> str:
-    """Wrapped lines as one: a word hyphenated at a line end ('infor-' + 'mation') is made whole."""
-    text = ""
-    for line in lines:
-        if _hyphenated(text, line.text):
-            text = text[:-1] + line.text
-        else:
-            text = f"{text} {line.text}" if text else line.text
-    return text
+    return functools.reduce(_join_wrapped, (line.text for line in lines))
 
 
-def _hyphenated(before: str, after: str) -> bool:
-    return bool(re.search(r"[a-z]-$", before)) and after[:1].islower()
+def _join_wrapped(before: str, after: str) -> str:
+    """Text wrapped from one line to the next: a word hyphenated at the line end ('infor-' +
+    'mation') is made whole, other wraps become a space."""
+    if re.search(r"[a-z]-$", before) and after[:1].islower():
+        return before[:-1] + after
+    return f"{before} {after}"
 
 
 def _ends_sentence(text: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class Removal:
     reason: str
 
 
-BLOCK_KINDS = ("heading", "paragraph", "list_item", "table", "code", "quote")
+BlockKind = Literal["heading", "paragraph", "list_item", "table", "code", "quote"]
 SECTION_SEPARATOR = " › "
 
 
@@ -25,7 +26,7 @@ class Block:
     Headings give context (the section path of what follows) and are never answer sentences;
     code and table blocks keep their lines and are never split into sentences."""
 
-    kind: str  # one of BLOCK_KINDS
+    kind: BlockKind
     start: int
     end: int
     section: str = ""  # the headings above it, outermost first, joined by SECTION_SEPARATOR

@@ -15,6 +15,7 @@ from rag.boilerplate import boilerplate_reason
 from rag.records import SECTION_SEPARATOR, Block, Document, Removal
 
 CELL_SEPARATOR = " | "
+MAX_REMOVED_CHARS = 500
 _SPACES = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b]")  # incl. soft hyphen, zero-width space
 
@@ -91,17 +92,17 @@ class DocumentBuilder:
         return text
 
     def remove(self, text: str, reason: str) -> None:
+        """Record what was removed; a long piece (a page's scripts, a menu) is kept to its start."""
         if text := join_wrapped(text):
-            self.removed.append(Removal(text, reason))
+            self.removed.append(Removal(text if len(text) <= MAX_REMOVED_CHARS else text[:MAX_REMOVED_CHARS] + "…", reason))
 
-    def extend_last(self, text: str, hyphenated: bool = False) -> None:
-        """Continue the last prose block (a paragraph that runs over a page break); `hyphenated`:
-        its last word was cut by a hyphen and goes on in `text`."""
+    def replace_last(self, text: str) -> None:
+        """Rewrite the last block's text (a paragraph continued after a page break)."""
         block = self.blocks[-1]
-        joined = join_wrapped(self.parts[-1][:-1] + text if hyphenated else self.parts[-1] + " " + text)
-        self._length += len(joined) - len(self.parts[-1])
-        self.parts[-1] = joined
-        self.blocks[-1] = Block(block.kind, block.start, block.start + len(joined), block.section, block.level, block.page)
+        text = join_wrapped(text)
+        self._length += len(text) - len(self.parts[-1])
+        self.parts[-1] = text
+        self.blocks[-1] = Block(block.kind, block.start, block.start + len(text), block.section, block.level, block.page)
 
     def _append(self, kind: str, text: str, page: int | None, level: int = 0) -> None:
         start = self._length + (2 if self.parts else 0)

@@ -318,6 +318,19 @@ def test_unchanged_files_are_not_read_again(settings, embedder, seeds_copy, monk
     assert read == [SEED_IDS[1]] and report.unchanged == SEED_IDS and report.embedded_chunks == 0
 
 
+def test_an_index_made_by_other_readers_has_its_files_read_again(settings, embedder, seeds_copy, monkeypatch):
+    import rag.indexing
+    import rag.ingest
+
+    build_index(settings, embedder)
+    read = []
+    real = rag.ingest.load_document
+    monkeypatch.setattr(rag.ingest, "load_document", lambda path: read.append(path.stem) or real(path))
+    monkeypatch.setattr(rag.indexing, "READER_VERSION", "readers-of-the-future")
+    build_index(settings, embedder)
+    assert sorted(read) == SEED_IDS  # stored documents are not trusted to have the new structure
+
+
 def keyword_scores(store: IndexStore, query: str) -> dict[str, float]:
     from rag.keywords import bm25_tokenize
 

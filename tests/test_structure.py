@@ -122,6 +122,18 @@ def test_html_without_declared_date_or_publisher_says_unknown(tmp_path):
     assert (doc.date, doc.publisher, doc.url) == (None, None, None)
 
 
+def test_html_line_breaks_site_names_and_long_scripts(tmp_path):
+    path = tmp_path / "page.html"
+    script = "var tracker = 1;" * 2000
+    path.write_text(f"<html><head><meta property='og:site_name' content='Example Docs'><title>Page</title></head><body>"
+                    f"<script>{script}</script><p>First line of the address<br>second line of the address</p></body></html>")
+    doc = load_document(path)
+    assert doc.text == "First line of the address second line of the address"  # <br> is a space, not glue
+    assert doc.publisher is None  # a site's name is not its publisher
+    (scripts,) = [r for r in doc.removed if r.reason == "script"]
+    assert scripts.text.startswith("var tracker = 1;") and len(scripts.text) <= 501  # recorded, not stored whole
+
+
 @pytest.mark.parametrize("page", ["<!-- only a comment -->", "<html></html>", "<html><body><nav><a href='/'>Home</a></nav></body></html>"])
 def test_html_without_article_text_is_one_clear_error(tmp_path, page):
     path = tmp_path / "empty.html"

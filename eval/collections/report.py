@@ -35,7 +35,8 @@ def measure(name: str, docs: Path, goldens: dict[str, Path], index: Path) -> dic
     started = time.perf_counter()
     rag("index", "--seeds", str(docs), "--index", str(index), "--rebuild")
     seconds = time.perf_counter() - started
-    n_chunks = sum(1 for _ in open(next(index.glob("v-*/chunks.jsonl")), encoding="utf-8"))
+    current = (index / "CURRENT").read_text(encoding="utf-8").strip()  # the version just built
+    n_chunks = sum(1 for _ in open(index / current / "chunks.jsonl", encoding="utf-8"))
     row = {"collection": name, "index_seconds": round(seconds, 1), "passages": n_chunks}
     for half, golden in goldens.items():
         table = json.loads(rag("eval", "retrieval", "--golden", str(golden), "--index", str(index), "--json"))
