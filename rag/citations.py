@@ -2,7 +2,9 @@
 
 A marker out of range (`[0]` included) is dropped and logged, never shifted to another source.
 A sentence is supported when it is close in meaning to a cited passage (cosine similarity of
-embeddings) and every number, date and name in it appears in the passages it cites.
+embeddings) or its words are there, every number, date and name in it appears in the passages it
+cites, each of its clauses is in them (an invented clause appended to a true one fails), and it does
+not negate what the closest sentence of the passage says.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ LEADING_MARKERS = re.compile(r"^\s*(?:\[\d+\]\s*)+")
 SPACED_MARKER_GROUP = re.compile(r"([ \t]*)" + MARKER_GROUP.pattern)  # a dropped marker takes its space with it
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 NAME = re.compile(r"\b[A-Z][\w’'-]*[a-z][\w’'-]*|\b[A-Z]{2,}\b")
-MONTHS = {"January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"}
 # Capitalised words that are not names (sentence-initial words are skipped anyway).
 NOT_NAMES = {"The", "A", "An", "I", "In", "On", "At", "As", "But", "And", "He", "She", "It", "They", "This", "That",
              "According", "Based", "However", "Yes", "No", "Sources", "Source", "While", "After", "Before", "His", "Her",
@@ -33,6 +34,14 @@ NOT_NAMES = {"The", "A", "An", "I", "In", "On", "At", "As", "But", "And", "He", 
              "Are", "Can", "Could", "Will", "Would", "Has", "Have", "Had", "Apart", "Besides"}
 POSSESSIVE = re.compile(r"[’']s$")
 MAX_RANGE = 20
+# Where a sentence splits into clauses that each make a claim: "..., and it is...", "...; ...", "... because ...".
+CLAUSE_BREAK = re.compile(
+    r"\s*(?:;|:|\s[-–—]\s|,\s*(?:and|but|while|whereas|which|who|so|as|although|though)\b|\s(?:because|since|whereas|although)\b"
+    r"|\s(?:and|but)\s(?=(?:it|this|that|these|those|they|he|she|there|its|their|his|her|the)\b))",
+    re.I,
+)
+NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|neither|nor|cannot|without)\b|n['’]t\b", re.I)
+MIN_CLAUSE_WORDS = 3  # a clause this short ("as planned") is part of the claim beside it, not a claim of its own
 UNIT_CACHE_SIZE = 20_000  # passage and sentence vectors kept between questions (about 30 MB at 384 dimensions)
 
 
@@ -125,13 +134,37 @@ def word_coverage(sentence: str, passages: str) -> float:
     return len(claim_terms & set(source)) / len(claim_terms) if claim_terms else 0.0
 
 
+def unsupported_clause(sentence: str, passages: str, coverage: float) -> str | None:
+    """The first clause with a claim of its own whose content words are mostly not in the passages."""
+    from rag.keywords import bm25_tokenize
+
+    clauses = [c.strip(" ,") for c in CLAUSE_BREAK.split(sentence) if c and c.strip(" ,")]
+    if len(clauses) < 2:
+        return None
+    *claims, source = bm25_tokenize([*clauses, passages])
+    held = set(source)
+    for clause, terms in zip(clauses, claims):
+        words = set(terms)
+        if len(words) >= MIN_CLAUSE_WORDS and len(words & held) / len(words) < coverage:
+            return clause
+    return None
+
+
+def negation_added(sentence: str, closest: str) -> bool:
+    """The sentence says "not" (no, never, n't...) where the passage sentence closest to it does not:
+    the claim is reversed. (The other way round is not checked: a passage sentence often negates a
+    side clause that a true summary leaves out.)"""
+    return bool(NEGATION.search(sentence)) and not NEGATION.search(closest)
+
+
 class GroundingChecker:
     """Marks each answer sentence supported or not by the sources it cites."""
 
-    def __init__(self, embedder, threshold: float, coverage: float = 0.75):
+    def __init__(self, embedder, threshold: float, coverage: float = 0.75, clause_coverage: float = 0.5):
         self.embedder = embedder
         self.threshold = threshold
         self.coverage = coverage
+        self.clause_coverage = clause_coverage
         self._encode_units = VectorCache(lambda texts: self.embedder.encode_documents(texts), UNIT_CACHE_SIZE)
 
     def check(self, parsed: ParsedAnswer, sources: list[Hit], attribute_uncited: bool = True) -> list[Citation]:
@@ -140,19 +173,26 @@ class GroundingChecker:
             for s in parsed.sentences:
                 s.supported, s.reason = False, "no sources"
             return []
-        units, owner = self._source_units(sources)
+        units, owner, whole = self._source_units(sources)
         sent_vecs = self.embedder.encode_documents([s.text for s in parsed.sentences])
         unit_vecs = self._encode_units(units)
         similarity = sent_vecs @ unit_vecs.T  # sentence x unit
         best_by_source = np.full((len(parsed.sentences), len(sources)), -1.0)
+        closest_by_source = np.zeros((len(parsed.sentences), len(sources)), dtype=np.int64)
+        closest_score = np.full_like(best_by_source, -1.0)
         for u, src in enumerate(owner):
             best_by_source[:, src] = np.maximum(best_by_source[:, src], similarity[:, u])
+            if not whole[u]:  # the closest *sentence*, for the negation check
+                better = similarity[:, u] > closest_score[:, src]
+                closest_score[better, src] = similarity[better, u]
+                closest_by_source[better, src] = u
 
         for i, sentence in enumerate(parsed.sentences):
+            closest = [units[u] for u in closest_by_source[i]]
             if sentence.citations:
-                self._judge(sentence, [n - 1 for n in sentence.citations], best_by_source[i], sources)
+                self._judge(sentence, [n - 1 for n in sentence.citations], best_by_source[i], sources, closest)
             elif attribute_uncited:
-                self._attribute(sentence, best_by_source[i], sources)
+                self._attribute(sentence, best_by_source[i], sources, closest)
             else:
                 sentence.supported, sentence.reason = False, "cites no source"
         cited = dict.fromkeys(n for s in parsed.sentences for n in s.citations)
@@ -162,13 +202,15 @@ class GroundingChecker:
         """Is one sentence supported by these passages taken together? (for scoring answers)"""
         if not passages:
             return False
-        units = [p[a:b] for p in passages for a, b in sentence_spans(p)] + passages
-        vectors = self.embedder.encode_documents([sentence] + units)
-        similarity = float((vectors[1:] @ vectors[0]).max())
-        return self.verdict(sentence, similarity, "\n".join(passages))[0]
+        sentences = [p[a:b] for p in passages for a, b in sentence_spans(p)]
+        vectors = self.embedder.encode_documents([sentence] + sentences + passages)
+        scores = vectors[1:] @ vectors[0]
+        closest = sentences[int(scores[: len(sentences)].argmax())] if sentences else passages[0]
+        return self.verdict(sentence, float(scores.max()), "\n".join(passages), closest)[0]
 
-    def verdict(self, sentence: str, similarity: float, passages: str) -> tuple[bool, str]:
-        """Supported when every fact is in the passages and either the meaning is close or its words are there.
+    def verdict(self, sentence: str, similarity: float, passages: str, closest: str | None = None) -> tuple[bool, str]:
+        """Supported when every fact and every clause is in the passages, it does not reverse the
+        closest passage sentence (`closest`), and either the meaning is close or its words are there.
 
         A short true claim drawn from one clause of a long sentence scores a low whole-sentence
         similarity, so word coverage is the second, equally strict-on-facts, route to support.
@@ -176,6 +218,11 @@ class GroundingChecker:
         missing = missing_facts(sentence, passages)
         if missing:
             return False, f"not in the cited passage: {', '.join(missing)}"
+        clause = unsupported_clause(sentence, passages, self.clause_coverage)
+        if clause:
+            return False, f"not in the cited passage: \"{clause}\""
+        if closest is not None and negation_added(sentence, closest):
+            return False, "it negates what the cited passage says"
         covered = word_coverage(sentence, passages)
         if similarity >= self.threshold:
             return True, f"similarity {similarity:.2f}"
@@ -184,15 +231,15 @@ class GroundingChecker:
         return False, (f"cited passage too far from it (similarity {similarity:.2f} < {self.threshold:.2f}, "
                        f"{covered:.0%} of its words < {self.coverage:.0%})")
 
-    def _judge(self, sentence: Sentence, cited: list[int], best: np.ndarray, sources: list[Hit]) -> None:
-        similarity = max(best[j] for j in cited)
+    def _judge(self, sentence: Sentence, cited: list[int], best: np.ndarray, sources: list[Hit], closest: list[str]) -> None:
+        top = max(cited, key=lambda j: best[j])
         passages = "\n".join(sources[j].chunk.text for j in cited)
-        sentence.supported, sentence.reason = self.verdict(sentence.text, similarity, passages)
+        sentence.supported, sentence.reason = self.verdict(sentence.text, float(best[top]), passages, closest[top])
 
-    def _attribute(self, sentence: Sentence, best: np.ndarray, sources: list[Hit]) -> None:
+    def _attribute(self, sentence: Sentence, best: np.ndarray, sources: list[Hit], closest: list[str]) -> None:
         """An uncited sentence gets the best source that passes the same check, if any."""
         for j in np.argsort(-best):
-            supported, reason = self.verdict(sentence.text, float(best[j]), sources[j].chunk.text)
+            supported, reason = self.verdict(sentence.text, float(best[j]), sources[j].chunk.text, closest[j])
             if supported:
                 sentence.citations = [int(j) + 1]
                 sentence.supported = True
@@ -201,17 +248,16 @@ class GroundingChecker:
         sentence.supported, sentence.reason = False, "cites no source and no source supports it"
 
     @staticmethod
-    def _source_units(sources: list[Hit]) -> tuple[list[str], list[int]]:
-        """Each source as its sentences plus the whole passage."""
-        units, owner = [], []
+    def _source_units(sources: list[Hit]) -> tuple[list[str], list[int], list[bool]]:
+        """Each source as its sentences plus the whole passage: the units, their source, and which are whole."""
+        units, owner, whole = [], [], []
         for j, hit in enumerate(sources):
             text = hit.chunk.text
-            for a, b in passage_units(hit.chunk):
-                units.append(text[a:b])
-                owner.append(j)
-            units.append(text)
-            owner.append(j)
-        return units, owner
+            spans = passage_units(hit.chunk)
+            units += [text[a:b] for a, b in spans] + [text]
+            owner += [j] * (len(spans) + 1)
+            whole += [False] * len(spans) + [True]
+        return units, owner, whole
 
 
 def render_answer(sentences: list[Sentence]) -> str:

@@ -164,7 +164,7 @@ def search(
             typer.echo("   " + c.text.replace("\n", " ")[:300])
 
 
-ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="llm or extractive (RAG_MODE)")]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="auto, llm or extractive (RAG_MODE)")]
 
 
 def print_answer_footer(answer) -> None:
@@ -190,33 +190,25 @@ def ask(
     index_dir: IndexOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per question")] = False,
 ) -> None:
-    """Answer a question from the articles, citing [n] sources; streams the answer."""
+    """Answer a question from the articles, citing [n] sources, once its citations are checked."""
     from rag.pipeline import Pipeline
 
     if (question is None) == (queries is None):
         fail("give either a QUESTION or --queries FILE")
     settings = settings_for(index_dir=index_dir, mode=mode)
-    if settings.mode not in ("llm", "extractive"):
-        fail(f"unknown --mode {settings.mode!r}; use llm or extractive")
+    if settings.mode not in ("auto", "llm", "extractive"):
+        fail(f"unknown --mode {settings.mode!r}; use auto, llm or extractive")
     pipeline = Pipeline(settings)
     try:
         for q in [question] if question is not None else read_queries(queries):
+            answer = pipeline.ask(q, top_k=top_k)  # printed once, after the grounding check
             if as_json:
-                answer = pipeline.ask(q, top_k=top_k)
                 if answer.notice:
                     typer.echo(f"note: {answer.notice}", err=True)
                 typer.echo(json.dumps(answer.to_json(), ensure_ascii=False))
-                continue
-            streamed = ""
-            for event in pipeline.ask_stream(q, top_k=top_k):
-                if event.kind == "token":
-                    streamed += event.data
-                    typer.echo(event.data, nl=False)
-                elif event.kind == "answer":
-                    answer = event.data
-            if answer.answer.strip() != streamed.strip():
-                typer.echo(("\n\n-- checked answer --\n" if streamed else "") + answer.answer)
-            print_answer_footer(answer)
+            else:
+                typer.echo(answer.answer)
+                print_answer_footer(answer)
     finally:
         pipeline.close()
 
@@ -293,7 +285,7 @@ def eval_run(
         bar.refresh()
 
     try:
-        summary = Evaluator(pipeline).run(items, out, settings.mode, top_k=top_k, concurrency=concurrency, progress=progress)
+        summary = Evaluator(pipeline).run(items, out, pipeline.default_mode, top_k=top_k, concurrency=concurrency, progress=progress)
     finally:
         bar.close()
         pipeline.close()

@@ -21,7 +21,9 @@ from rag import metrics as m
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
 from rag.golden import GoldenItem, read_jsonl
-from rag.pipeline import NOT_FOUND, Pipeline, is_model_refusal
+from rag.pipeline import NOT_FOUND, Pipeline
+from rag.policy import is_model_refusal
+from rag.prompt import REFUSAL_TEXT
 from rag.records import Hit, Sentence
 from rag.store import atomic_write
 
@@ -31,7 +33,7 @@ RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 METRIC_NAMES = (
     "retrieval.hit@1", "retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "retrieval.ndcg@10",
-    "answer.exact_match", "answer.f1", "answer.reference_recall", "answer.semantic_similarity",
+    "answer.exact_match", "answer.f1", "answer.reference_recall", "answer.semantic_similarity", "answer.key_fact",
     "citation.precision", "citation.recall", "citation.right_article", "citation.out_of_range",
     "refusal.accuracy", "refusal.false_refusal_rate",
     "latency.p50_ms", "latency.p95_ms",
@@ -92,6 +94,8 @@ def answer_scores(item: GoldenItem, answer: str, refused: bool, similarity: Call
         scores["answer.f1"] = m.token_f1(plain, item.reference)
         scores["answer.reference_recall"] = m.token_recall(plain, item.reference)
         scores["answer.semantic_similarity"] = similarity(plain, item.reference) if plain else 0.0
+        if item.reference_contexts:
+            scores["answer.key_fact"] = 0.0 if refused else m.holds_key_fact(plain, item.reference_contexts)
     return scores
 
 
@@ -106,9 +110,10 @@ def summarize(results: list[dict], mode: str, config: dict) -> dict:
     metrics["refusal.accuracy"] = mean("refusal.correct")
     metrics["refusal.false_refusal_rate"] = mean("refusal.false_refusal")
     unanswerable = [r for r in results if not r.get("answerable", True)]
-    metrics["refusal.unanswerable_refused"] = (
-        round(sum(r["refused"] for r in unanswerable) / len(unanswerable), 4) if unanswerable else None
-    )
+    answerable = [r for r in results if r.get("answerable", True)]
+    metrics["refusal.unanswerable_refused"] = share(unanswerable, lambda r: r["refused"])
+    metrics["refusal.unanswerable_flagged"] = share(unanswerable, lambda r: r["refused"] or r.get("low_confidence", False))
+    metrics["answer.low_confidence_rate"] = share(answerable, lambda r: not r["refused"] and r.get("low_confidence", False))
     if mode == "llm":  # how many answers the model wrote, rather than passages quoted after a check failed
         answered = [r for r in results if not r["refused"]]
         by_model = sum((r.get("trace") or {}).get("answered_by") != "extractive" for r in answered)
@@ -125,6 +130,10 @@ def summarize(results: list[dict], mode: str, config: dict) -> dict:
         for t, rs in sorted(by_type.items())
     }
     return {"n": len(results), "mode": mode, "config": config, "metrics": metrics, "by_type": per_type}
+
+
+def share(rows: list[dict], condition: Callable[[dict], bool]) -> float | None:
+    return round(sum(bool(condition(r)) for r in rows) / len(rows), 4) if rows else None
 
 
 def _round(value: float | None) -> float | None:
@@ -213,6 +222,7 @@ class Evaluator:
         return base_row(item) | {
             "answer": answer.answer,
             "refused": answer.refused,
+            "low_confidence": answer.low_confidence,
             "citations": [asdict(c) for c in answer.citations],
             "retrieved_doc_ids": ranked,
             "cited_passages": {str(c.marker): sources[c.marker] for c in answer.citations},
@@ -233,7 +243,7 @@ class Evaluator:
                 log.warning("no answer for %s", item.id)
                 continue
             text = row.get("response", row.get("answer")) or ""
-            refused = bool(row["refused"]) if "refused" in row else (text.strip() == NOT_FOUND or is_model_refusal(text))
+            refused = bool(row["refused"]) if "refused" in row else (text.strip() == NOT_FOUND or is_model_refusal(text, REFUSAL_TEXT))
             sources = _cited_sources(row.get("citations") or [], chunk_text, store.documents)
             parsed: ParsedAnswer = parse_citations(text, max(sources, default=0))
             scores = answer_scores(item, text, refused, self.similarity)
@@ -244,7 +254,8 @@ class Evaluator:
             cited_docs = [c.get("doc_id") for c in row.get("citations") or [] if isinstance(c, dict)]
             scores |= article_scores(item, [] if refused else cited_docs, parsed.dropped if sources else [])
             results.append(base_row(item) | {
-                "answer": text, "refused": refused, "citations": row.get("citations") or [],
+                "answer": text, "refused": refused, "low_confidence": bool(row.get("low_confidence", False)),
+                "citations": row.get("citations") or [],
                 "retrieved_doc_ids": row.get("retrieved_doc_ids") or [], "scores": scores,
                 "latency_ms": row.get("latency_ms"), "trace": {},
             })

@@ -11,7 +11,7 @@ import numpy as np
 
 from rag.chunking import passage_units
 from rag.records import Hit, Sentence
-from rag.refusal import expected_answer_type, has_answer_type
+from rag.policy import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
 
 LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
@@ -69,7 +69,7 @@ class ExtractiveAnswerer:
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         terms = set(question_terms)
         kind = expected_answer_type(question)
-        typed = [has_answer_type(s, kind, question) for _, s in pieces]
+        typed = [has_answer_type(s, kind) for _, s in pieces]
         scores = [
             float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * t
             for v, st, t in zip(vectors, sentence_terms, typed)

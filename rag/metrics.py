@@ -85,6 +85,21 @@ def passage_contains(passage: str, contexts: list[str]) -> bool:
     return any(comparable(c) in squeezed for c in contexts if c.strip())
 
 
+def holds_key_fact(answer: str, contexts: list[str], min_share: float = 0.75) -> float:
+    """Does the answer carry the fact asked for? It quotes a reference sentence, or holds at least
+    `min_share` of one's content words (stemmed): a rephrased fact counts, a neighbouring sentence does not."""
+    from rag.keywords import bm25_tokenize
+
+    contexts = [c for c in contexts if c.strip()]
+    if not contexts:
+        return 0.0
+    if passage_contains(answer, contexts):
+        return 1.0
+    answer_terms, *context_terms = bm25_tokenize([answer, *contexts])
+    said = set(answer_terms)
+    return float(any(terms and len(said & set(terms)) / len(set(terms)) >= min_share for terms in context_terms))
+
+
 def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolated percentile (q in 0..100); None for no values."""
     if not values:

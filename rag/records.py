@@ -170,6 +170,7 @@ class Answer:
     sentences: list[Sentence] = field(default_factory=list)
     notice: str | None = None
     trace: dict = field(default_factory=dict)
+    low_confidence: bool = False  # answered, but the evidence is weak: the passages may not answer it directly
 
     @property
     def supported_fraction(self) -> float | None:
@@ -182,6 +183,7 @@ class Answer:
             "answer": self.answer,
             "mode": self.mode,
             "refused": self.refused,
+            "low_confidence": self.low_confidence,
             "notice": self.notice,
             "citations": [asdict(c) for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],

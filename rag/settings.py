@@ -57,10 +57,15 @@ class Settings(BaseSettings):
     merge_neighbors: bool = False
 
     # Answering
-    mode: Literal["llm", "extractive"] = "llm"
-    min_relevance: float = Field(0.30, description="refuse when the best passage's cosine similarity is below this")
+    mode: Literal["auto", "llm", "extractive"] = Field(
+        "auto", description="auto: llm when OPENAI_BASE_URL or RAG_LOCAL_GGUF is set, else extractive"
+    )
+    refuse_below: float = Field(0.10, ge=0, le=1, description="refuse when the answer policy's confidence is below this")
+    unsure_below: float = Field(0.47, ge=0, le=1, description="answer with a low-confidence notice when the confidence is below this")
+    policy_model: Path | None = Field(None, description="a policy model fitted by eval/policy/fit.py (default: the bundled one)")
     support_threshold: float = Field(0.6, description="a sentence is supported when its similarity to a cited passage reaches this")
     support_coverage: float = Field(0.75, description="...or when this share of its content words is in the cited passage")
+    clause_coverage: float = Field(0.5, ge=0, le=1, description="each clause of a sentence needs this share of its content words in what it cites")
     max_question_chars: int = 2000
     history_turns: int = 4
     extractive_sentences: int = 2

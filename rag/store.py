@@ -297,6 +297,16 @@ class IndexStore:
         except (OSError, ValueError, KeyError, EOFError) as exc:
             raise IndexCorruptError(f"{path}: unreadable BM25 index ({exc}); {REBUILD_HINT}") from exc
 
+    @cached_property
+    def _passage_frequency(self) -> np.ndarray:
+        return np.diff(np.asarray(self.bm25.scores["indptr"]))  # passages holding each term (score matrix by term)
+
+    def specificity(self, terms: list[str]) -> np.ndarray:
+        """Each analysed term's BM25 IDF over the passages, scaled to 0..1 (1: in no passage)."""
+        n, vocab = self.manifest.n_chunks, self.bm25.vocab_dict
+        held = np.array([self._passage_frequency[vocab[t]] if t in vocab else 0 for t in terms], dtype=np.float64)
+        return np.log(1 + (n - held + 0.5) / (held + 0.5)) / np.log(1 + (n + 0.5) / 0.5)
+
     def term_counts(self) -> TermCounts | None:
         """The counts the BM25 scores were computed from (None for an index from before they were kept)."""
         path = self.path / "bm25"

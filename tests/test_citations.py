@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from rag.citations import MAX_RANGE, GroundingChecker, expand_group, facts_in, missing_facts, parse_citations, render_answer
+from rag.citations import MAX_RANGE, GroundingChecker, expand_group, facts_in, missing_facts, parse_citations, render_answer, unsupported_clause
 from rag.records import Hit
 
 LOAN = "$1.5 billion"
@@ -205,6 +205,40 @@ def test_an_uncited_unsupported_sentence_stays_uncited(checker, loan_and_unrelat
     parsed = parse_citations("Russia will lend Belarus $2.5 billion as a government loan.", 2)
     assert checker.check(parsed, list(loan_and_unrelated)) == []
     assert parsed.sentences[0].citations == [] and not parsed.sentences[0].supported
+
+
+@pytest.mark.integration
+def test_an_invented_clause_appended_to_a_true_sentence_is_not_supported(checker, loan_and_unrelated):
+    """The bundled model's own words, seen on the seeds: the second clause is invented."""
+    loan, _ = loan_and_unrelated
+    parsed = parse_citations("The loan Russia offered Belarus was $1.5 billion, and it is a direct result of the recent "
+                             "diplomatic standoff between the two countries [1].", 1)
+    checker.check(parsed, [loan])
+    sentence = parsed.sentences[0]
+    assert not sentence.supported
+    assert "direct result" in sentence.reason
+    true = parse_citations("The loan Russia offered Belarus was $1.5 billion [1].", 1)
+    checker.check(true, [loan])
+    assert true.sentences[0].supported, true.sentences[0].reason
+
+
+@pytest.mark.integration
+def test_a_negated_claim_is_not_supported(checker, loan_and_unrelated):
+    loan, _ = loan_and_unrelated
+    parsed = parse_citations("Russia will not lend Belarus $1.5 billion [1].", 1)
+    checker.check(parsed, [loan])
+    assert not parsed.sentences[0].supported and "negates" in parsed.sentences[0].reason
+
+
+@pytest.mark.parametrize("sentence, clause", [
+    ("Russia lent $1.5 billion, and the money came from oil revenue.", "the money came from oil revenue."),
+    ("Russia lent $1.5 billion because Moscow feared Western sanctions.", "Moscow feared Western sanctions."),
+    ("Russia lent $1.5 billion; Belarus spent it on tractor factories.", "Belarus spent it on tractor factories."),
+    ("Russia lent Belarus $1.5 billion.", None),  # one clause: the whole-sentence checks judge it
+    ("Russia lent $1.5 billion, as planned.", None),  # too short to be a claim of its own
+])
+def test_the_first_unsupported_clause_is_named(sentence, clause):
+    assert unsupported_clause(sentence, "Russia lent Belarus $1.5 billion, Putin said.", 0.5) == clause
 
 
 def test_no_sources_means_nothing_is_supported():

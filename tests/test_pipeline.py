@@ -147,7 +147,7 @@ def test_a_model_refusal_can_be_verified_against_the_evidence(scripted_pipeline,
 def test_a_verified_model_refusal_still_refuses_when_the_evidence_fails(scripted_pipeline, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)  # never asked: the evidence check refuses first
     _, answer = run(scripted_pipeline(model_refusal="verify"), "How much does Belarus pay Russia for natural gas?")
-    assert answer.refused and answer.trace["refusal_reason"] == "no passage states the number the question asks for"
+    assert answer.refused and answer.trace["refusal_reason"].startswith("no passage states the number the question asks for")
     assert "raw_answer" not in answer.trace
 
 
@@ -285,8 +285,8 @@ def test_injected_text_does_not_reach_an_unrelated_extractive_answer(injected_se
 # ---- the real bundled model (slow-ish) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_pipeline(local_llm, seed_index, embedder, pipeline):
-    """The default set-up: no OPENAI_BASE_URL, so the pipeline uses the bundled server (already running here)."""
-    pipe = pipeline_for(seed_index, embedder, None, store=pipeline.store, local_llm_port=urlsplit(local_llm).port,
+    """LLM mode with no OPENAI_BASE_URL: the pipeline uses the bundled server (already running here)."""
+    pipe = pipeline_for(seed_index, embedder, None, store=pipeline.store, local_llm_port=urlsplit(local_llm).port, mode="llm",
                         llm_timeout=120.0, temperature=0.0, max_answer_tokens=64)  # short: the model is slow-ish
     yield pipe
     pipe.close()

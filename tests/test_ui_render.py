@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from rag.pipeline import NOT_FOUND
+from rag.pipeline import NOT_FOUND, UNSURE
 from rag.records import Answer, Chunk, Citation, Document, Hit, Sentence
 from ui import render
 
@@ -113,6 +113,17 @@ def test_answer_markdown_of_a_refusal_starts_with_not_found():
     assert out.startswith("**Not found in the articles.**")
     assert "none of the passages answers this question" in out
     assert 'class="cite"' not in out
+
+
+def test_a_low_confidence_answer_says_so_before_the_quote_and_once():
+    unsure = answer_with([Sentence("Closest sentence.", [1], True)], notice=f"The endpoint failed. {UNSURE}")
+    unsure.low_confidence = True
+
+    out = render.answer_markdown(unsure)
+
+    assert out.startswith(f"**Low confidence.** {UNSURE}\n\nClosest sentence.")
+    assert out.count(UNSURE) == 1 and out.endswith("*Note: The endpoint failed.*")
+    assert "Low confidence" not in render.answer_markdown(answer_with([Sentence("Closest sentence.", [1], True)]))
 
 
 def test_answer_markdown_escapes_the_notice():

@@ -123,7 +123,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(height=480, label="Answer", sanitize_html=True, allow_tags=False,
                                          placeholder="Ask a question about the articles; answers cite their sources as [n].")
-                    mode = gr.Radio(["llm", "extractive"], value=settings.mode, label="Answer mode", render=False,
+                    mode = gr.Radio(["llm", "extractive"], value=pipeline.default_mode, label="Answer mode", render=False,
                                     info="llm: a model writes the answer; extractive: quoted sentences, no model")
                     top_k = gr.Slider(1, 10, value=settings.top_k, step=1, label="Passages to retrieve (top_k)", render=False)
                     temperature = gr.Slider(0.0, 1.0, value=settings.temperature, step=0.05, label="Temperature", render=False)
@@ -136,7 +136,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                         additional_inputs=[mode, top_k, temperature],
                         additional_inputs_accordion="Settings",
                         additional_outputs=[sources],
-                        examples=[[q, settings.mode, settings.top_k, settings.temperature] for q in EXAMPLES],
+                        examples=[[q, pipeline.default_mode, settings.top_k, settings.temperature] for q in EXAMPLES],
                         cache_examples=False,
                         api_name="chat",
                         concurrency_limit=settings.concurrency_limit,
@@ -205,7 +205,7 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
 
 def start_llm_in_background(pipeline: Pipeline) -> None:
     """Start the bundled model while the page loads, so the first question does not wait for it."""
-    if pipeline.settings.mode != "llm" or not pipeline.uses_local_llm:
+    if pipeline.default_mode != "llm" or not pipeline.uses_local_llm:
         return
 
     def start() -> None:

@@ -7,6 +7,7 @@ import html
 import re
 from urllib.parse import quote
 
+from rag.pipeline import UNSURE
 from rag.records import Answer, Document, Hit
 
 UNSUPPORTED = "⚠"
@@ -39,8 +40,12 @@ def answer_markdown(answer: Answer) -> str:
         )
         parts.append(f"{text} {links}".strip())
     body = " ".join(parts) or _escape_md(answer.answer)
-    if answer.notice:
-        body += f"\n\n*Note: {_escape_md(answer.notice)}*"
+    notice = answer.notice
+    if answer.low_confidence:  # said first, so the quote is read as the closest passages, not the answer
+        body = f"**Low confidence.** {_escape_md(UNSURE)}\n\n{body}"
+        notice = (notice or "").replace(UNSURE, "").strip()
+    if notice:
+        body += f"\n\n*Note: {_escape_md(notice)}*"
     fraction = answer.supported_fraction
     if fraction is not None and fraction < 1:
         body += f"\n\n*{UNSUPPORTED} marks a sentence the cited passage does not support ({fraction:.0%} supported).*"
