@@ -5,6 +5,7 @@ Also the fallback when the LLM endpoint fails, and the evidence the refusal chec
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,11 @@ from rag.keywords import bm25_tokenize
 LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
 TYPE_BONUS = 0.1  # a sentence holding the kind of answer asked for (a number for "how many")
 NEAR_BEST = 3  # the sentences scoring within the margin of the best one that count as the evidence
+# A sentence that hands over to what follows it ("...use the following command:"): the next unit is the answer.
+ANNOUNCES = re.compile(r":\s*$|\b(?:following|as follows|below)\b", re.I)
+# A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
+LABEL_WORDS = 8
+STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,17 @@ class Candidate:
     text: str
     score: float
     typed: bool = True  # holds the kind of answer the question asks for (always, when it asks for none)
+    follow: str | None = None  # the unit after it in its passage: a command after "run the following:"
+
+
+def is_label(sentence: str) -> bool:
+    """A short title-like line that states nothing: a few words, mostly capitalised (or led by a
+    word in capitals, as admonitions are), with no closing punctuation. Code lines are lower case."""
+    words = sentence.split()
+    if len(words) > LABEL_WORDS or STATEMENT_END.search(sentence):
+        return False
+    capitalised = sum(w[0].isupper() for w in words)
+    return capitalised * 2 > len(words) or (len(words[0]) > 1 and words[0].isupper())
 
 
 def lexical_overlap(question_terms: set[str], sentence: str | list[str]) -> float:
@@ -45,6 +62,7 @@ class ExtractiveAnswerer:
     def rank(self, question: str, hits: list[Hit]) -> list[Candidate]:
         """Every distinct sentence of the passages, best answer first."""
         pieces: list[tuple[int, str]] = []
+        follows: list[str | None] = []
         vectors: list[np.ndarray | None] = []
         seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
@@ -53,11 +71,12 @@ class ExtractiveAnswerer:
             stored = self.store.sentence_vectors_of(hit.chunk.chunk_id) if self.store is not None else None
             if stored is not None and len(stored) != len(spans):
                 stored = None
-            for i, (a, b) in enumerate(spans):
-                sentence = " ".join(text[a:b].split())
-                if len(sentence) > 20 and sentence not in seen:
+            units = [" ".join(text[a:b].split()) for a, b in spans]
+            for i, sentence in enumerate(units):
+                if len(sentence) > 20 and sentence not in seen and not is_label(sentence):
                     seen.add(sentence)
                     pieces.append((n, sentence))
+                    follows.append(units[i + 1] if i + 1 < len(units) else None)
                     vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
@@ -75,7 +94,7 @@ class ExtractiveAnswerer:
             for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i]) for i in order]
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], follows[i]) for i in order]
 
     def near_best(self, candidates: list[Candidate]) -> list[Candidate]:
         """The few sentences close enough to the best one to be the answer: the evidence refusal reads."""
@@ -89,4 +108,8 @@ class ExtractiveAnswerer:
         holding = next((c for c in window if c.typed), None)
         if holding is not None and holding not in chosen:
             chosen = [*chosen[:-1], holding]  # the sentence stating the number/date asked for must be in the answer
-        return [Sentence(text=c.text, citations=[c.source], supported=True, reason="quoted from the source") for c in chosen]
+        texts = [(c.text, c.source) for c in chosen]
+        best = chosen[0] if chosen else None
+        if best is not None and best.follow and ANNOUNCES.search(best.text) and best.follow not in {t for t, _ in texts}:
+            texts.insert(1, (best.follow, best.source))  # the answer continues in the next unit
+        return [Sentence(text=t, citations=[n], supported=True, reason="quoted from the source") for t, n in texts]

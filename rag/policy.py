@@ -255,13 +255,8 @@ class AnswerPolicy:
         dense = sorted((h.dense_score or 0.0 for h in hits), reverse=True)
         texts = [f"{metadata_text(h)}\n{h.chunk.text}" for h in hits]
         terms = sorted(content_terms(question))
-        passage_terms = [set(t) for t in bm25_tokenize(texts)] if terms and texts else []
-        unseen = set(terms).difference(*passage_terms) if passage_terms else set()
-        said_otherwise = self._said_otherwise(question, unseen, ranked_sentences[:evidence_sentences])
-        passage_terms = [held | said_otherwise for held in passage_terms]
         weight = self.specificity(terms) if self.specificity and terms else np.ones(len(terms))
-        found = np.array([[t in held for t in terms] for held in passage_terms], dtype=np.float64).reshape(-1, len(terms))
-        coverage = found @ weight / max(weight.sum(), 1e-9) if terms else np.ones(1)
+        coverage = self._coverage(question, terms, weight, texts, ranked_sentences[:evidence_sentences])
         asked = facts_in(question)
         missing = NameMatcher("\n".join(texts), self.word_vectors).missing(question) if asked else []
         kind = expected_answer_type(question)
@@ -270,12 +265,23 @@ class AnswerPolicy:
         evidence = Evidence(
             relevance=dense[0] if dense else 0.0,
             relevance_gap=dense[0] - float(np.mean(dense[1:])) if len(dense) > 1 else 0.0,
-            term_coverage=float(coverage.max(initial=0.0)),
+            term_coverage=coverage,
             unknown_terms=float((weight >= 1.0).mean()) if terms and self.specificity else 0.0,
             name_coverage=1.0 - len(missing) / len(asked) if asked else 1.0,
             answer_type=float(typed),
         )
         return evidence, missing
+
+    def _coverage(self, question: str, terms: list[str], weight: np.ndarray, texts: list[str], sentences: Sequence[str]) -> float:
+        """The best passage's share of the question's terms, each weighted by its rarity (1 for a question of none)."""
+        if not terms:
+            return 1.0
+        if not texts:
+            return 0.0
+        passage_terms = [set(t) for t in bm25_tokenize(texts)]
+        said_otherwise = self._said_otherwise(question, set(terms).difference(*passage_terms), sentences)
+        found = np.array([[t in held or t in said_otherwise for t in terms] for held in passage_terms], dtype=np.float64)
+        return float((found @ weight).max() / max(weight.sum(), 1e-9))
 
     def _said_otherwise(self, question: str, unseen: set[str], sentences: Sequence[str]) -> set[str]:
         """The question's terms no passage holds but whose near-synonym a best sentence uses (lend ~ loan)."""

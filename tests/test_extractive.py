@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.extractive import Candidate, ExtractiveAnswerer, lexical_overlap
+from rag.extractive import Candidate, ExtractiveAnswerer, is_label, lexical_overlap
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -40,6 +40,29 @@ def test_answer_brings_in_the_near_sentence_that_states_what_was_asked():
               Candidate(2, "Lukashenko, 66, flew in.", 0.8, typed=True), Candidate(3, "He is 66.", 0.5, typed=True)]
     assert [s.text for s in answerer.answer(ranked)] == ["He met Putin in Sochi.", "Lukashenko, 66, flew in."]
     assert [c.text for c in answerer.near_best(ranked)] == [c.text for c in ranked[:3]]  # the fourth is too far behind
+
+
+def test_a_sentence_that_hands_over_to_the_next_line_brings_it_along():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    command = "sudo apt-get install -t bullseye-backports package-name"
+    ranked = [Candidate(1, "To install from backports, you use the following command:", 0.9, follow=command),
+              Candidate(2, "Backports are newer packages.", 0.85)]
+    assert [(s.text, s.citations) for s in answerer.answer(ranked)] == [
+        ("To install from backports, you use the following command:", [1]), (command, [1]), ("Backports are newer packages.", [2])]
+    plain = [Candidate(1, "Backports hold newer packages.", 0.9, follow="Unrelated next sentence.")]
+    assert [s.text for s in answerer.answer(plain)] == ["Backports hold newer packages."]
+
+
+@pytest.mark.parametrize("line, label", [
+    ("TIP Testing the DNS server", True),  # an admonition's title
+    ("Using Remote X11 Applications", True),  # a caption
+    ("Russia will lend Belarus $1.5 billion.", False),
+    ("workgroup = FALCOTNET", False),
+    ("sudo apt-get install -t bullseye-backports package-name", False),
+    ("Anything longer than a title usually is, Capitalised Or Not, Is Text", False),
+])
+def test_labels_are_not_answers(line, label):
+    assert is_label(line) is label
 
 
 @pytest.mark.integration

@@ -313,7 +313,7 @@ def test_the_bundled_model_does_not_obey_an_instruction_in_an_article(injected_s
     """
     from rag.records import Hit
 
-    pipe = pipeline_for(injected_settings, embedder, None, local_llm_port=urlsplit(local_llm).port, llm_timeout=180.0,
+    pipe = pipeline_for(injected_settings, embedder, None, local_llm_port=urlsplit(local_llm).port, mode="llm", llm_timeout=180.0,
                         temperature=0.0, max_answer_tokens=48, prompt_context="passages", llm_sources=2)
     injected = next(c for c in pipe.store.chunks if INJECTION in c.text)
     retrieve = pipe.retriever.search

@@ -152,7 +152,9 @@ def test_the_pipeline_restarts_its_bundled_server_after_it_dies(seed_index, embe
         process.wait(timeout=10)
 
         second = pipe.ask(QUESTION)
-        assert second.notice is None, second.notice
+        # The restarted model answered; its answer here ("...$1.5 billion, but does not specify a specific
+        # amount of money") has an invented clause, which the grounding check may reject: no endpoint notice.
+        assert second.notice is None or "not supported by the cited articles" in second.notice, second.notice
         assert second.trace["model"].endswith(".gguf")
         assert second.trace["endpoint"] == f"http://127.0.0.1:{settings.local_llm_port}"
         assert second.trace["raw_answer"] and second.trace["timings_ms"]["first_token"] > 0  # the restarted model answered
@@ -185,11 +187,11 @@ def test_stopping_rag_ui_with_sigterm_stops_the_bundled_model_server_it_started(
     root = cli_seed_index(tmp_path_factory)
     llm_port = free_port()
     env = {"RAG_INDEX_DIR": str(root / "index"), "RAG_SEEDS_DIR": str(root / "seeds"), "RAG_DATA_DIR": str(tmp_path / "data"),
-           "RAG_PORT": str(free_port()), "RAG_LOCAL_LLM_PORT": str(llm_port)}
+           "RAG_PORT": str(free_port()), "RAG_LOCAL_LLM_PORT": str(llm_port), "RAG_MODE": "llm"}
     process = start_rag(["ui"], cwd=tmp_path, **env)
     try:
         deadline = time.monotonic() + 180
-        while not is_serving(llm_port):  # the app starts its model server at launch
+        while not is_serving(llm_port):  # in LLM mode the app starts its model server at launch
             assert process.poll() is None, process.communicate()[1]
             assert time.monotonic() < deadline, "the bundled model server did not start"
             time.sleep(0.5)

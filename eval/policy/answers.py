@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "eval" / "runs" / "answers")
     parser.add_argument("--mode", default="extractive")
     parser.add_argument("--collections", default=",".join(["seeds", *COLLECTIONS]))
+    parser.add_argument("--halves", default="tune,report", help="tune while trying a change; report for the README")
     args = parser.parse_args()
     print("| collection | half | n | " + " | ".join(COLUMNS.values()) + " |")
     print("|" + " --- |" * (len(COLUMNS) + 3))
@@ -46,6 +47,8 @@ def main() -> None:
             rag("index", "--seeds", str(docs), "--index", str(index), "--rebuild")
         pipeline = Pipeline(Settings(index_dir=index))
         for half, items in halves(name).items():
+            if half not in args.halves.split(","):
+                continue
             summary = Evaluator(pipeline).run(items, args.runs / args.mode / name / half, args.mode)
             figures = {label: summary["metrics"].get(key) for key, label in COLUMNS.items()}
             table[f"{name}/{half}"] = figures
