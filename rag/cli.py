@@ -369,7 +369,7 @@ def ui(
     port: Annotated[Optional[int], typer.Option("--port", help="port (RAG_PORT, default 7860)")] = None,
     index_dir: IndexOpt = None,
 ) -> None:
-    """Start the chat app in the browser (bundled local model unless OPENAI_BASE_URL is set)."""
+    """Start the chat app in the browser (extractive answers unless OPENAI_BASE_URL or RAG_LOCAL_GGUF is set)."""
     from rag.pipeline import Pipeline
     from ui.app import serve
 

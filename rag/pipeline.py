@@ -6,7 +6,6 @@ Heavy parts (embedder, index, LLM client) are built once, on first use.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
@@ -29,7 +28,6 @@ from rag.rewrite import bounded, rewrite_question
 from rag.settings import Settings
 from rag.store import IndexStore
 
-log = logging.getLogger(__name__)
 
 NOT_FOUND = "Not found in the articles: none of the passages answers this question. The closest passages are listed as sources."
 UNSURE = "The articles may not answer this directly; the closest passages say:"
