@@ -88,16 +88,12 @@ def passage_contains(passage: str, contexts: list[str]) -> bool:
 def holds_key_fact(answer: str, contexts: list[str], min_share: float = 0.75) -> float:
     """Does the answer carry the fact asked for? It quotes a reference sentence, or holds at least
     `min_share` of one's content words (stemmed): a rephrased fact counts, a neighbouring sentence does not."""
-    from rag.keywords import bm25_tokenize
+    from rag.citations import word_coverage
 
     contexts = [c for c in contexts if c.strip()]
-    if not contexts:
-        return 0.0
     if passage_contains(answer, contexts):
         return 1.0
-    answer_terms, *context_terms = bm25_tokenize([answer, *contexts])
-    said = set(answer_terms)
-    return float(any(terms and len(said & set(terms)) / len(set(terms)) >= min_share for terms in context_terms))
+    return float(any(word_coverage(c, answer) >= min_share for c in contexts))
 
 
 def percentile(values: list[float], q: float) -> float | None:

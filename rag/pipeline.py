@@ -197,7 +197,6 @@ class Pipeline:
             else:
                 answer = self._extractive_answer(question, hits, candidates, mode, trace)
             answer.low_confidence = verdict.low_confidence and not answer.refused
-            answer.notice = trace.get("notice") if not answer.refused else answer.notice
         trace["timings_ms"]["total"] = _ms(started)
         yield Event("answer", answer)
 
@@ -256,7 +255,8 @@ class Pipeline:
             trace["notice"] = notice
             yield Event("notice", notice)
             return self._extractive_answer(question, hits, candidates, "llm", trace)
-        return Answer(question, render_answer(parsed.sentences), "llm", False, hits, citations, parsed.sentences, trace=trace)
+        return Answer(question, render_answer(parsed.sentences), "llm", False, hits, citations, parsed.sentences,
+                      notice=trace.get("notice"), trace=trace)
 
     @property
     def _verify_model_refusal(self) -> bool:

@@ -89,15 +89,21 @@ def focus_words(question: str) -> list[str]:
     return [w for w, stem in zip(words, bm25_tokenize(words)) if stem and stem[0] in kept]
 
 
+def with_synonym(words: list[str], text: str, word_vectors: WordVectors | None) -> list[str]:
+    """The words that have a near-synonym among the text's words (lend ~ loan), by single-word vectors."""
+    others = sorted(set(WORD.findall(text.lower())))
+    if word_vectors is None or not words or not others:
+        return []
+    similarity = word_vectors(words) @ word_vectors(others).T
+    return [w for w, row in zip(words, similarity) if row.max() >= SYNONYM_SIMILARITY]
+
+
 def about_the_focus(focus: list[str], sentence: str, word_vectors: WordVectors | None) -> bool:
     """The sentence uses one of the focus words, or a near-synonym of one (lend ~ loan) when vectors are given."""
     words = sorted(set(WORD.findall(sentence.lower())))
     if set(bm25_tokenize([" ".join(focus)])[0]) & set(bm25_tokenize([" ".join(words)])[0]):
         return True
-    if word_vectors is None or not words:
-        return False
-    similarity = word_vectors(focus) @ word_vectors(words).T
-    return bool((similarity >= SYNONYM_SIMILARITY).any())
+    return bool(with_synonym(focus, sentence, word_vectors))
 
 
 def states_answer(question: str, kind: str | None, sentences: Sequence[str], word_vectors: WordVectors | None = None) -> bool:
@@ -285,15 +291,11 @@ class AnswerPolicy:
 
     def _said_otherwise(self, question: str, unseen: set[str], sentences: Sequence[str]) -> set[str]:
         """The question's terms no passage holds but whose near-synonym a best sentence uses (lend ~ loan)."""
-        if not unseen or self.word_vectors is None or not sentences:
+        if not unseen:
             return set()
         question_words = sorted(set(WORD.findall(question.lower())))
         stems = {w: stem[0] for w, stem in zip(question_words, bm25_tokenize(question_words)) if stem and stem[0] in unseen}
-        said = sorted(set(WORD.findall(" ".join(sentences).lower())))
-        if not stems or not said:
-            return set()
-        similarity = self.word_vectors(list(stems)) @ self.word_vectors(said).T
-        return {stems[w] for w, row in zip(stems, similarity) if row.max() >= SYNONYM_SIMILARITY}
+        return {stems[w] for w in with_synonym(list(stems), " ".join(sentences), self.word_vectors)}
 
     def decide(self, question: str, hits: list[Hit], ranked_sentences: Sequence[str]) -> Verdict:
         """`ranked_sentences`: the passages' best answer sentences, best first (a handful is enough)."""

@@ -164,6 +164,25 @@ def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline,
     check_markers(answer)
 
 
+def test_a_partly_invented_answer_is_not_passed_as_supported(scripted_pipeline, scripted_llm):
+    """The bundled model's own words on the seeds: a true claim with an invented clause appended."""
+    partly = ("The loan Russia offered Belarus was $1.5 billion, and it is a direct result of the recent diplomatic "
+              "standoff between the two countries [1].")
+    scripted_llm.reply(partly)
+    _, answer = run(scripted_pipeline(), LOAN_QUESTION)
+    assert not answer.refused and answer.trace["raw_answer"] == partly
+    assert "diplomatic standoff" not in answer.answer  # never shown as supported
+    assert "not supported by the cited articles" in answer.trace["notice"]
+    check_markers(answer)
+
+
+def test_an_off_topic_answer_is_not_passed_as_supported(scripted_pipeline, scripted_llm):
+    scripted_llm.reply("The Eiffel Tower is 330 metres tall and was finished in 1889 [1].")
+    _, answer = run(scripted_pipeline(), LOAN_QUESTION)
+    assert not answer.refused and "Eiffel" not in answer.answer
+    assert answer.trace["answered_by"] == "extractive" and LOAN_SENTENCE in answer.answer
+
+
 # ---- the endpoint fails -------------------------------------------------------------------------------
 def test_endpoint_500_falls_back_to_an_extractive_answer_with_a_notice(scripted_pipeline, scripted_llm):
     scripted_llm.always(Fail(500))
