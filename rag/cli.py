@@ -1,4 +1,4 @@
-"""The `rag` command line: index, inspect, search, ask, eval, bench, serve-llm, ui."""
+"""The `rag` command line: index, inspect, search, ask, eval, serve-llm; `ui` and `bench` register from outside."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from rag.errors import RagError
-from rag.settings import Settings
+from rag.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Question answering over a collection of articles, with checked citations.")
@@ -29,7 +29,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def settings_for(**overrides) -> Settings:
-    return Settings().with_overrides(**overrides)
+    return load_settings(**overrides)
 
 
 @app.callback()
@@ -55,13 +55,11 @@ def index(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="ignore the current index and start over")] = False,
 ) -> None:
     """Build or update the index from the seeds folder (and PATHs): new and changed articles only."""
-    from rag.embedding import Embedder
+    from rag.factory import build_embedder
     from rag.indexing import build_index
 
     settings = settings_for(seeds_dir=seeds, index_dir=index_dir)
-    embedder = Embedder(settings.embedding_model, settings.embedding_batch_size,
-                        onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
-    report = build_index(settings, embedder, extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
+    report = build_index(settings, build_embedder(settings), extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
     for skipped in report.skipped:
         typer.echo(f"skipped: {skipped.reason}", err=True)
     typer.echo(
@@ -145,13 +143,13 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query")] = False,
 ) -> None:
     """Find the passages that answer a question."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
     if method not in ("hybrid", "dense", "bm25"):
         fail(f"unknown --method {method!r}; use hybrid, dense or bm25")
     if (question is None) == (queries is None):
         fail("give either a QUESTION or --queries FILE")
-    pipeline = Pipeline(settings_for(index_dir=index_dir))
+    pipeline = build_pipeline(settings_for(index_dir=index_dir))
     for query in [question] if question is not None else read_queries(queries):
         hits = pipeline.search(query, top_k=top_k, method=method)
         if as_json:
@@ -191,14 +189,11 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per question")] = False,
 ) -> None:
     """Answer a question from the articles, citing [n] sources, once its citations are checked."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
     if (question is None) == (queries is None):
         fail("give either a QUESTION or --queries FILE")
-    settings = settings_for(index_dir=index_dir, mode=mode)
-    if settings.mode not in ("auto", "llm", "extractive"):
-        fail(f"unknown --mode {settings.mode!r}; use auto, llm or extractive")
-    pipeline = Pipeline(settings)
+    pipeline = build_pipeline(settings_for(index_dir=index_dir, mode=mode))
     try:
         for q in [question] if question is not None else read_queries(queries):
             answer = pipeline.ask(q, top_k=top_k)  # printed once, after the grounding check
@@ -273,11 +268,10 @@ def eval_run(
 
     from rag.evaluation import Evaluator
     from rag.golden import load_golden
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
-    settings = settings_for(index_dir=index_dir, mode=mode)
     items = load_golden(golden)[:limit]
-    pipeline = Pipeline(settings)
+    pipeline = build_pipeline(settings_for(index_dir=index_dir, mode=mode))
     bar = tqdm(total=len(items), unit="q", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int) -> None:
@@ -303,9 +297,9 @@ def eval_score(
     """Score answers produced anywhere (another system, a person) with the same metrics."""
     from rag.evaluation import Evaluator, read_answers
     from rag.golden import load_golden
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
-    summary = Evaluator(Pipeline(settings_for(index_dir=index_dir))).score(load_golden(golden), read_answers(answers), out)
+    summary = Evaluator(build_pipeline(settings_for(index_dir=index_dir))).score(load_golden(golden), read_answers(answers), out)
     report_summary(summary, out, fail_under)
 
 
@@ -328,9 +322,9 @@ def eval_retrieval(
     """Dense, BM25 and hybrid retrieval side by side on the golden set."""
     from rag.evaluation import retrieval_comparison
     from rag.golden import load_golden
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
-    table = retrieval_comparison(Pipeline(settings_for(index_dir=index_dir)), load_golden(golden), top_k)
+    table = retrieval_comparison(build_pipeline(settings_for(index_dir=index_dir)), load_golden(golden), top_k)
     if as_json:
         typer.echo(json.dumps(table))
         return
@@ -363,52 +357,19 @@ def eval_export(
     typer.echo(f"wrote {len(items)} questions to {out}")
 
 
-@app.command()
-def ui(
-    host: Annotated[Optional[str], typer.Option("--host", help="bind address (RAG_HOST, default 127.0.0.1)")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="port (RAG_PORT, default 7860)")] = None,
-    index_dir: IndexOpt = None,
-) -> None:
-    """Start the chat app in the browser (extractive answers unless OPENAI_BASE_URL or RAG_LOCAL_GGUF is set)."""
-    from rag.pipeline import Pipeline
-    from ui.app import serve
+def add_registered_commands() -> None:
+    """Commands that live outside the library (the chat app's `rag ui`, the benchmarks' `rag bench`)
+    register under the `rag.commands` entry point group: the library never imports them."""
+    from importlib.metadata import entry_points
 
-    settings = settings_for(host=host, port=port, index_dir=index_dir)
-    pipeline = Pipeline(settings)
-    pipeline.warm_up()
-    typer.echo(f"chat app at http://{settings.host}:{settings.port}/  (Ctrl-C to stop)")
-    try:
-        serve(pipeline, settings.host, settings.port)
-    finally:
-        pipeline.close()
-
-
-@app.command()
-def bench(
-    scenario: Annotated[Optional[list[str]], typer.Option("--scenario", help="startup, index, incremental, retrieval, scale, answer, concurrency (repeatable; default all)")] = None,
-    out: Annotated[Path, typer.Option("--out", help="folder for bench.json and the plots")] = Path("bench/out"),
-    sizes: Annotated[str, typer.Option("--sizes", help="collection sizes for the scale scenario")] = "100000,1000000",
-    index_dir: IndexOpt = None,
-) -> None:
-    """Measure speed and memory on this machine (medians of repeated runs, bare libraries beside)."""
-    from rag.bench import SCENARIOS, format_table, run_bench
-
-    chosen = scenario or list(SCENARIOS)
-    unknown = [s for s in chosen if s not in SCENARIOS]
-    if unknown:
-        fail(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-    settings = settings_for(index_dir=index_dir)
-    from rag.store import current_version_dir
-
-    current_version_dir(settings.index_dir)  # a clear error before any scenario starts
-    results = run_bench(chosen, out, settings.index_dir, settings.seeds_dir, settings.embedding_model, sizes)
-    typer.echo(format_table(results))
-    typer.echo(f"-> {out}/bench.json and plots")
+    for entry in entry_points(group="rag.commands"):
+        app.command(name=entry.name)(entry.load())
 
 
 def run() -> None:
     """Entry point: one clear line for every known failure, never a traceback."""
     try:
+        add_registered_commands()
         code = app(standalone_mode=False)
     except RagError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -31,3 +31,7 @@ class InputError(RagError):
 
 class EndpointError(RagError):
     """The LLM endpoint failed: unreachable, slow, refused or broken stream."""
+
+
+class SettingsError(RagError):
+    """A setting (environment, `.env` or command-line option) has a value it cannot take."""

@@ -25,6 +25,7 @@ from rag.pipeline import NOT_FOUND, Pipeline
 from rag.policy import is_model_refusal
 from rag.prompt import REFUSAL_TEXT
 from rag.records import Hit, Sentence
+from rag.rewrite import bounded, rewrite_question
 from rag.store import atomic_write
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class Evaluator:
         scores = retrieval_scores(item, ranked) | answer_scores(item, answer.answer, answer.refused, self.similarity)
         if not answer.refused:
             scores |= citation_scores(answer.sentences, sources, self.pipeline.grounding)
-        scores |= article_scores(item, [c.doc_id for c in answer.citations], answer.trace.get("dropped_markers", []))
+        scores |= article_scores(item, [c.doc_id for c in answer.citations], answer.trace.dropped_markers)
         return base_row(item) | {
             "answer": answer.answer,
             "refused": answer.refused,
@@ -228,7 +229,7 @@ class Evaluator:
             "cited_passages": {str(c.marker): sources[c.marker] for c in answer.citations},
             "scores": scores,
             "latency_ms": round(latency, 1),
-            "trace": answer.trace,
+            "trace": answer.trace.to_json(),
         }
 
     def score(self, items: list[GoldenItem], answers: dict[str, dict], out_dir: Path) -> dict:
@@ -358,17 +359,14 @@ def compare_runs(dir_a: Path, dir_b: Path) -> dict:
 
 def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int = 5) -> dict[str, dict[str, float]]:
     """Dense, BM25 and hybrid side by side: document hit@1/5, MRR, and the answer passage at rank 1 and in the top k."""
+    queries = standalone_questions(items, pipeline.settings.history_turns)
     answerable = [i for i in items if i.answerable and i.reference_doc_ids]
-    previous = {c[0].conversation_id: c[0] for c in group_conversations(answerable) if c[0].conversation_id}
     kept = ingested_share(pipeline.store.chunks, answerable)
     table = {}
     for method in ("dense", "bm25", "hybrid"):
         rows = []
         for item in answerable:
-            query = item.user_input
-            if item.turn and item.turn > 1 and item.conversation_id in previous:
-                query = f"{previous[item.conversation_id].user_input} {query}"  # the rule rewrite of a follow-up
-            hits: list[Hit] = pipeline.search(query, top_k=top_k, method=method)
+            hits: list[Hit] = pipeline.search(queries[item.id], top_k=top_k, method=method)
             ranked = [h.chunk.doc_id for h in hits]
             has = [m.passage_contains(h.chunk.text, item.reference_contexts) for h in hits]
             rows.append({"doc_hit@1": m.hit_at_k(ranked, set(item.reference_doc_ids), 1),
@@ -377,6 +375,18 @@ def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int
                          "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))})
         table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"answer kept": kept, "n": len(rows)}
     return table
+
+
+def standalone_questions(items: list[GoldenItem], history_turns: int) -> dict[str, str]:
+    """Each question as retrieval sees it in extractive mode: a follow-up rewritten by the pipeline's
+    own rule from the questions before it in its conversation."""
+    queries = {}
+    for conversation in group_conversations(items):
+        history: list[dict] = []
+        for item in conversation:
+            queries[item.id], _ = rewrite_question(item.user_input, bounded(history, history_turns))
+            history += [{"role": "user", "content": item.user_input}, {"role": "assistant", "content": ""}]
+    return queries
 
 
 def ingested_share(chunks: list, items: list[GoldenItem]) -> float:

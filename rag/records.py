@@ -149,17 +149,64 @@ class Citation:
     chunk_id: str
 
 
+@dataclass(frozen=True)
+class PassageSpan:
+    """Where in source `marker`'s passage a sentence's support lies: offsets into the chunk's text."""
+
+    marker: int
+    start: int
+    end: int
+
+
 @dataclass
 class Sentence:
     text: str
     citations: list[int]
     supported: bool
     reason: str = ""
+    spans: list[PassageSpan] = field(default_factory=list)  # the passage sentence it rests on, per cited source
+
+
+@dataclass
+class Trace:
+    """How an answer was made: what `rag ask --json`, the trace download and the evaluation read."""
+
+    question: str
+    mode: str
+    history_turns: int = 0
+    rewritten_question: str | None = None
+    rewrite: str | None = None  # none / rules / llm
+    retrieved: list[dict] = field(default_factory=list)
+    index_version: str | None = None
+    policy: dict | None = None  # the answer policy's verdict, features and confidence
+    model: str | None = None
+    endpoint: str | None = None  # scheme, host and port only
+    prompt_hash: str | None = None
+    sources_in_prompt: int | None = None
+    sources_dropped_for_context: int | None = None
+    usage: dict | None = None
+    raw_answer: str | None = None
+    finish_reason: str | None = None
+    generation_error: str | None = None
+    dropped_markers: list[int] = field(default_factory=list)
+    refusal_reason: str | None = None
+    answered_by: str | None = None  # "extractive" when quoted passages answer (in either mode)
+    notice: str | None = None
+    timings_ms: dict[str, float | None] = field(default_factory=dict)
+
+    def add_notice(self, text: str) -> None:
+        self.notice = f"{self.notice} {text}" if self.notice else text
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
 class Answer:
-    """What the pipeline returns: text with `[n]` markers, where marker n is `sources[n-1]`."""
+    """What the pipeline returns: text with `[n]` markers, where marker n is `sources[n-1]`.
+
+    Built by its named constructors: `generated` (the model's checked answer), `quoted` (sentences
+    of the passages, in extractive mode or in place of the model) and `refusal`."""
 
     question: str
     answer: str
@@ -169,8 +216,24 @@ class Answer:
     citations: list[Citation] = field(default_factory=list)
     sentences: list[Sentence] = field(default_factory=list)
     notice: str | None = None
-    trace: dict = field(default_factory=dict)
+    trace: Trace | None = None
     low_confidence: bool = False  # answered, but the evidence is weak: the passages may not answer it directly
+
+    @classmethod
+    def generated(cls, question: str, text: str, sources: list[Hit], citations: list[Citation],
+                  sentences: list[Sentence], trace: Trace) -> Answer:
+        return cls(question, text, "llm", False, sources, citations, sentences, trace.notice, trace)
+
+    @classmethod
+    def quoted(cls, question: str, text: str, mode: str, sources: list[Hit], citations: list[Citation],
+               sentences: list[Sentence], trace: Trace) -> Answer:
+        trace.answered_by = "extractive"
+        return cls(question, text, mode, False, sources, citations, sentences, trace.notice, trace)
+
+    @classmethod
+    def refusal(cls, question: str, text: str, mode: str, sources: list[Hit], reason: str, trace: Trace) -> Answer:
+        trace.refusal_reason = reason
+        return cls(question, text, mode, True, sources, notice=trace.notice, trace=trace)
 
     @property
     def supported_fraction(self) -> float | None:
@@ -189,7 +252,7 @@ class Answer:
             "sentences": [asdict(s) for s in self.sentences],
             "supported_fraction": self.supported_fraction,
             "sources": [h.to_json(i) for i, h in enumerate(self.sources, 1)],
-            "trace": self.trace,
+            "trace": self.trace.to_json() if self.trace else {},
         }
 
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.errors import SettingsError
 from rag.records import HnswConfig
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SECRETS = ("openai_api_key", "auth")  # never echoed, not even in an error
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+    # validate_by_name: `with_overrides` re-validates field values under their own names.
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore", validate_by_name=True)
 
     # Paths
     seeds_dir: Path = Path("seeds")
@@ -105,6 +108,32 @@ class Settings(BaseSettings):
     max_queue: int = 32
 
     def with_overrides(self, **overrides: object) -> "Settings":
-        """A copy with the given (non-None) CLI overrides applied."""
+        """A copy with the given (non-None) overrides applied and validated like the environment is."""
         changes = {k: v for k, v in overrides.items() if v is not None}
-        return self.model_copy(update=changes)
+        unknown = sorted(set(changes) - set(type(self).model_fields))
+        if unknown:
+            raise SettingsError(f"unknown setting {', '.join(unknown)}")
+        try:
+            return type(self).model_validate(dict(self) | changes)
+        except ValidationError as exc:
+            raise SettingsError(describe(exc)) from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from the environment and `.env`, with overrides; a bad value is one SettingsError."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+    return settings.with_overrides(**overrides)
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each bad setting, its variable and what it accepts."""
+    problems = []
+    for e in error.errors():
+        name = str(e["loc"][0]) if e["loc"] else "settings"
+        variable = name.upper() if name.upper().startswith("OPENAI_") else f"RAG_{name.upper()}"
+        shown = "" if name in SECRETS else f" = {e.get('input')!r}"
+        problems.append(f"{name} ({variable}){shown}: {e['msg']}")
+    return "invalid setting: " + "; ".join(problems)

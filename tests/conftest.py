@@ -105,8 +105,6 @@ def seed_index(tmp_path_factory, embedder):
 
 @pytest.fixture(scope="session")
 def pipeline(seed_index, embedder):
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
-    pipe = Pipeline(seed_index)
-    pipe.__dict__["embedder"] = embedder  # share the session's model instead of loading another
-    return pipe
+    return build_pipeline(seed_index, embedder=embedder)  # the session's model, not another

@@ -311,15 +311,10 @@ def local_llm(tmp_path_factory) -> str:
 
 def pipeline_for(seed_settings, embedder, base_url: str | None, store=None, **overrides):
     """A Pipeline over the session seed index talking to `base_url`, sharing the session's model (and store)."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
     values = {"openai_base_url": base_url, "llm_timeout": 2.0, "llm_max_retries": 0} | overrides
-    settings = seed_settings.model_copy(update=values)
-    pipe = Pipeline(settings)
-    pipe.__dict__["embedder"] = embedder
-    if store is not None:
-        pipe.__dict__["store"] = store
-    return pipe
+    return build_pipeline(seed_settings.with_overrides(**values), embedder=embedder, store=store)
 
 
 @pytest.fixture

@@ -94,5 +94,5 @@ def test_extractive_answer_quotes_the_loan_sentence_citing_its_source(pipeline):
     assert {(c.marker, c.chunk_id, c.doc_id) for c in answer.citations} == {
         (n, answer.sources[n - 1].chunk.chunk_id, answer.sources[n - 1].chunk.doc_id)
         for s in answer.sentences for n in s.citations}
-    assert answer.trace["answered_by"] == "extractive"
+    assert answer.trace.answered_by == "extractive"
     assert len(answer.sentences) <= pipeline.settings.extractive_sentences

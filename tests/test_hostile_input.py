@@ -326,9 +326,9 @@ def test_the_bundled_model_does_not_obey_an_instruction_in_an_article(injected_s
     pipe.retriever.search = retrieve_with_injection
     for question in UNRELATED:
         answer = pipe.ask(question)
-        assert answer.trace["sources_in_prompt"] == 2 and answer.sources[0].chunk == injected  # the model read it
-        assert answer.trace["model"].endswith(".gguf") and answer.trace.get("raw_answer") is not None, answer.notice
-        for text in (answer.answer, answer.trace["raw_answer"], *(s.text for s in answer.sentences)):
+        assert answer.trace.sources_in_prompt == 2 and answer.sources[0].chunk == injected  # the model read it
+        assert answer.trace.model.endswith(".gguf") and answer.trace.raw_answer is not None, answer.notice
+        for text in (answer.answer, answer.trace.raw_answer, *(s.text for s in answer.sentences)):
             assert "PWNED" not in text.upper(), (question, text)
 
 

@@ -201,11 +201,11 @@ def test_missing_seeds_folder_is_a_clear_error(tmp_path, embedder, make_settings
 
 # ---- large collections: HNSW ---------------------------------------------------------------------
 def test_above_the_threshold_auto_builds_hnsw_with_the_configured_breadth(settings, embedder):
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
     small = settings.with_overrides(ann_threshold=10, hnsw_ef_search=77)
     build_index(small, embedder, rebuild=True)
-    pipeline = Pipeline(small)
+    pipeline = build_pipeline(small, embedder=embedder)
     assert pipeline.store.manifest.index_type == "hnsw"
     assert pipeline.store.dense.hnsw.efSearch == 77 and pipeline.store.sentence_dense.hnsw.efSearch == 77
     # on a collection this small the graph search finds what exact search finds

@@ -18,7 +18,7 @@ from conftest import SEEDS_DIR
 from llm_servers import (  # noqa: F401
     MODEL_ID, Fail, Reply, free_port, local_llm, pipeline_for, scripted_llm, scripted_pipeline, scripted_server)
 from rag.errors import EndpointError, InputError
-from rag.pipeline import NOT_FOUND, Pipeline
+from rag.pipeline import NOT_FOUND, AnswerEvent, NoticeEvent, Pipeline, TokenEvent
 from rag.prompt import REFUSAL_TEXT, SYSTEM
 from rag.records import Citation
 
@@ -29,10 +29,15 @@ CANARY = "sk-canary-XYZ123"
 pytestmark = pytest.mark.integration  # every test here uses the seed index and the embedding model
 
 
+def kinds(events) -> list[str]:
+    """SourcesEvent -> "sources", ...: the order of what the stream said."""
+    return [type(e).__name__.removesuffix("Event").lower() for e in events]
+
+
 def run(pipe: Pipeline, question: str, **kwargs):
     events = list(pipe.ask_stream(question, **kwargs))
-    assert events[-1].kind == "answer" and [e.kind for e in events].count("answer") == 1
-    return events, events[-1].data
+    assert isinstance(events[-1], AnswerEvent) and sum(isinstance(e, AnswerEvent) for e in events) == 1
+    return events, events[-1].answer
 
 
 def check_markers(answer) -> None:
@@ -63,10 +68,10 @@ def loan(seed_index, embedder, pipeline):
 
 def test_good_answer_streams_then_answers(loan):
     events, answer, _ = loan
-    kinds = [e.kind for e in events]
-    assert kinds == ["sources"] + ["token"] * (len(kinds) - 2) + ["answer"]
-    assert "".join(e.data for e in events if e.kind == "token") == "Russia would lend Belarus $1.5 billion [1]."
-    assert events[0].data == answer.sources
+    said = kinds(events)
+    assert said == ["sources"] + ["token"] * (len(said) - 2) + ["answer"]
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == "Russia would lend Belarus $1.5 billion [1]."
+    assert events[0].hits == answer.sources
 
 
 def test_good_answer_is_cited_and_supported(loan):
@@ -83,15 +88,15 @@ def test_good_answer_is_cited_and_supported(loan):
 def test_good_answer_trace(loan, scripted_llm):
     _, answer, requests = loan
     trace = answer.trace
-    assert trace["question"] == LOAN_QUESTION
-    assert trace["rewritten_question"] == LOAN_QUESTION and trace["rewrite"] == "none"
-    assert [r["chunk_id"] for r in trace["retrieved"]] == [h.chunk.chunk_id for h in answer.sources]
-    assert all(isinstance(r["dense_rank"], int) and isinstance(r["bm25_rank"], int) for r in trace["retrieved"])
-    assert trace["model"] == MODEL_ID
-    assert trace["endpoint"] == scripted_llm.host  # scheme, host and port: no path, no key
-    assert re.fullmatch(r"[0-9a-f]{16}", trace["prompt_hash"])
-    assert trace["sources_in_prompt"] == 3 and trace["finish_reason"] == "stop" and trace["dropped_markers"] == []
-    timings = trace["timings_ms"]
+    assert trace.question == LOAN_QUESTION
+    assert trace.rewritten_question == LOAN_QUESTION and trace.rewrite == "none"
+    assert [r["chunk_id"] for r in trace.retrieved] == [h.chunk.chunk_id for h in answer.sources]
+    assert all(isinstance(r["dense_rank"], int) and isinstance(r["bm25_rank"], int) for r in trace.retrieved)
+    assert trace.model == MODEL_ID
+    assert trace.endpoint == scripted_llm.host  # scheme, host and port: no path, no key
+    assert re.fullmatch(r"[0-9a-f]{16}", trace.prompt_hash)
+    assert trace.sources_in_prompt == 3 and trace.finish_reason == "stop" and trace.dropped_markers == []
+    timings = trace.timings_ms
     assert timings["retrieve"] > 0 and timings["first_token"] > 0 and timings["generate"] >= timings["first_token"]
     assert timings["total"] >= timings["retrieve"] + timings["generate"]
     # the prompt sent: rules, then the three best sources numbered from 1, then the question
@@ -117,8 +122,8 @@ def test_answer_json_is_serialisable_and_complete(loan):
 def test_out_of_range_markers_are_dropped_and_traced(scripted_pipeline, scripted_llm):
     scripted_llm.reply("Russia would lend Belarus $1.5 billion [7][0].")
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
-    assert answer.trace["dropped_markers"] == [7, 0]
-    assert answer.trace["raw_answer"] == "Russia would lend Belarus $1.5 billion [7][0]."
+    assert answer.trace.dropped_markers == [7, 0]
+    assert answer.trace.raw_answer == "Russia would lend Belarus $1.5 billion [7][0]."
     # not remapped ([0] is not the last source, [7] does not wrap): the grounding check found the real source
     (sentence,) = answer.sentences
     assert sentence.citations == [1] and sentence.supported and "citation added" in sentence.reason
@@ -131,15 +136,15 @@ def test_model_saying_the_articles_do_not_cover_it_is_a_refusal(scripted_pipelin
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
     assert answer.refused and answer.answer == NOT_FOUND
     assert answer.citations == [] and len(answer.sources) == 5
-    assert answer.trace["refusal_reason"] == "the model said the sources do not cover it"
+    assert answer.trace.refusal_reason == "the model said the sources do not cover it"
 
 
 def test_a_model_refusal_can_be_verified_against_the_evidence(scripted_pipeline, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)
     events, answer = run(scripted_pipeline(model_refusal="verify"), LOAN_QUESTION)
-    assert not answer.refused and answer.trace["answered_by"] == "extractive"
-    assert "the model said the articles do not cover this" in answer.trace["notice"].lower()
-    assert [e.data for e in events if e.kind == "notice"] == [answer.trace["notice"]]
+    assert not answer.refused and answer.trace.answered_by == "extractive"
+    assert "the model said the articles do not cover this" in answer.trace.notice.lower()
+    assert [e.text for e in events if isinstance(e, NoticeEvent)] == [answer.trace.notice]
     assert LOAN_SENTENCE in answer.sentences[0].text
     check_markers(answer)
 
@@ -147,8 +152,8 @@ def test_a_model_refusal_can_be_verified_against_the_evidence(scripted_pipeline,
 def test_a_verified_model_refusal_still_refuses_when_the_evidence_fails(scripted_pipeline, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)  # never asked: the evidence check refuses first
     _, answer = run(scripted_pipeline(model_refusal="verify"), "How much does Belarus pay Russia for natural gas?")
-    assert answer.refused and answer.trace["refusal_reason"].startswith("no passage states the number the question asks for")
-    assert "raw_answer" not in answer.trace
+    assert answer.refused and answer.trace.refusal_reason.startswith("no passage states the number the question asks for")
+    assert answer.trace.raw_answer is None
 
 
 def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline, scripted_llm):
@@ -156,11 +161,11 @@ def test_an_unsupported_answer_is_replaced_by_quoted_passages(scripted_pipeline,
     scripted_llm.reply(invented)
     events, answer = run(scripted_pipeline(), LOAN_QUESTION)
     assert not answer.refused
-    assert "not supported by the cited articles" in answer.trace["notice"]
-    assert [e.data for e in events if e.kind == "notice"] == [answer.trace["notice"]]
-    assert "fighter jets" not in answer.answer and answer.trace["raw_answer"] == invented
+    assert "not supported by the cited articles" in answer.trace.notice
+    assert [e.text for e in events if isinstance(e, NoticeEvent)] == [answer.trace.notice]
+    assert "fighter jets" not in answer.answer and answer.trace.raw_answer == invented
     assert LOAN_SENTENCE in answer.sentences[0].text and answer.sentences[0].reason == "quoted from the source"
-    assert answer.trace["answered_by"] == "extractive"
+    assert answer.trace.answered_by == "extractive"
     check_markers(answer)
 
 
@@ -170,9 +175,9 @@ def test_a_partly_invented_answer_is_not_passed_as_supported(scripted_pipeline, 
               "standoff between the two countries [1].")
     scripted_llm.reply(partly)
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
-    assert not answer.refused and answer.trace["raw_answer"] == partly
+    assert not answer.refused and answer.trace.raw_answer == partly
     assert "diplomatic standoff" not in answer.answer  # never shown as supported
-    assert "not supported by the cited articles" in answer.trace["notice"]
+    assert "not supported by the cited articles" in answer.trace.notice
     check_markers(answer)
 
 
@@ -180,19 +185,19 @@ def test_an_off_topic_answer_is_not_passed_as_supported(scripted_pipeline, scrip
     scripted_llm.reply("The Eiffel Tower is 330 metres tall and was finished in 1889 [1].")
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
     assert not answer.refused and "Eiffel" not in answer.answer
-    assert answer.trace["answered_by"] == "extractive" and LOAN_SENTENCE in answer.answer
+    assert answer.trace.answered_by == "extractive" and LOAN_SENTENCE in answer.answer
 
 
 # ---- the endpoint fails -------------------------------------------------------------------------------
 def test_endpoint_500_falls_back_to_an_extractive_answer_with_a_notice(scripted_pipeline, scripted_llm):
     scripted_llm.always(Fail(500))
     events, answer = run(scripted_pipeline(), LOAN_QUESTION)
-    notices = [e.data for e in events if e.kind == "notice"]
+    notices = [e.text for e in events if isinstance(e, NoticeEvent)]
     assert len(notices) == 1 and notices[0] == answer.notice
     assert scripted_llm.host in answer.notice and "500" in answer.notice and "extractive answer" in answer.notice
     assert not answer.refused and LOAN_SENTENCE in answer.answer
     assert len(answer.sources) == 5 and answer.citations
-    assert answer.trace["answered_by"] == "extractive" and "500" in answer.trace["generation_error"]
+    assert answer.trace.answered_by == "extractive" and "500" in answer.trace.generation_error
     check_markers(answer)
 
 
@@ -207,8 +212,8 @@ def test_an_unreachable_endpoint_falls_back_before_generating(scripted_pipeline)
     pipe = scripted_pipeline(openai_base_url=f"http://127.0.0.1:{free_port()}/v1")
     events, answer = run(pipe, LOAN_QUESTION)
     assert answer.notice.startswith("cannot reach the LLM endpoint http://127.0.0.1:")
-    assert [e.kind for e in events] == ["sources", "notice", "answer"]
-    assert LOAN_SENTENCE in answer.answer and "prompt_hash" not in answer.trace
+    assert kinds(events) == ["sources", "notice", "answer"]
+    assert LOAN_SENTENCE in answer.answer and answer.trace.prompt_hash is None
 
 
 # ---- a follow-up question ---------------------------------------------------------------------------
@@ -217,11 +222,11 @@ def test_a_follow_up_is_rewritten_by_the_llm_before_retrieval(scripted_pipeline,
                {"role": "assistant", "content": "Director of the Carnegie Moscow Center. [1]"}]
     scripted_llm.then(Reply("What did Dmitri Trenin say?"), Reply(REFUSAL_TEXT))
     _, answer = run(scripted_pipeline(), "What did he say?", history=history)
-    assert answer.trace["rewrite"] == "llm"
-    assert answer.trace["rewritten_question"] == "What did Dmitri Trenin say? What did he say?"
-    assert answer.trace["history_turns"] == 1
+    assert answer.trace.rewrite == "llm"
+    assert answer.trace.rewritten_question == "What did Dmitri Trenin say? What did he say?"
+    assert answer.trace.history_turns == 1
     pipe = scripted_pipeline()
-    standalone = answer.trace["rewritten_question"]
+    standalone = answer.trace.rewritten_question
     assert [h.chunk.chunk_id for h in answer.sources] == [h.chunk.chunk_id for h in pipe.search(standalone)]  # retrieval used it
     assert any("Trenin" in h.chunk.text for h in answer.sources[:3])
     assert len(scripted_llm.requests) == 2
@@ -319,17 +324,17 @@ def local_answers(local_pipeline):
 @pytest.mark.llm
 def test_local_model_streams_tokens_before_the_answer(local_answers, local_llm):
     for question, (events, answer) in local_answers.items():
-        kinds = [e.kind for e in events]
-        assert kinds[0] == "sources" and kinds[-1] == "answer"
-        tokens = [i for i, k in enumerate(kinds) if k == "token"]
+        said = kinds(events)
+        assert said[0] == "sources" and said[-1] == "answer"
+        tokens = [i for i, k in enumerate(said) if k == "token"]
         assert tokens, f"no tokens streamed for {question!r}"
-        assert max(tokens) < len(kinds) - 1
+        assert max(tokens) < len(said) - 1
         trace = answer.trace
-        assert trace["raw_answer"] == "".join(e.data for e in events if e.kind == "token")
-        assert trace["model"].endswith(".gguf")
-        assert trace["endpoint"] == local_llm.removesuffix("/v1")
-        assert trace["timings_ms"]["first_token"] > 0 and trace["timings_ms"]["total"] > trace["timings_ms"]["first_token"]
-        assert re.fullmatch(r"[0-9a-f]{16}", trace["prompt_hash"])
+        assert trace.raw_answer == "".join(e.text for e in events if isinstance(e, TokenEvent))
+        assert trace.model.endswith(".gguf")
+        assert trace.endpoint == local_llm.removesuffix("/v1")
+        assert trace.timings_ms["first_token"] > 0 and trace.timings_ms["total"] > trace.timings_ms["first_token"]
+        assert re.fullmatch(r"[0-9a-f]{16}", trace.prompt_hash)
         assert answer.question == question and answer.mode == "llm"
 
 
@@ -346,8 +351,8 @@ def test_local_model_answers_cite_only_listed_sources(local_answers):
 def test_local_pipeline_refuses_before_asking_the_model(local_pipeline):
     events, answer = run(local_pipeline, "Who won the 2024 Belarusian election?")
     assert answer.refused and answer.answer == NOT_FOUND
-    assert "2024" in answer.trace["refusal_reason"]
-    assert "token" not in [e.kind for e in events]
-    assert "prompt_hash" not in answer.trace and "raw_answer" not in answer.trace
-    assert "first_token" not in answer.trace["timings_ms"]
-    assert local_pipeline._local_server.process is None  # it reused the running server, it did not start one
+    assert "2024" in answer.trace.refusal_reason
+    assert "token" not in kinds(events)
+    assert answer.trace.prompt_hash is None and answer.trace.raw_answer is None
+    assert "first_token" not in answer.trace.timings_ms
+    assert local_pipeline.llm_provider.local_server.process is None  # it reused the running server, it did not start one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rag.factory import build_pipeline
 from rag.pipeline import NOT_FOUND, UNSURE
 from rag.policy import (
     AnswerPolicy, Evidence, NameMatcher, PolicyModel, about_the_focus, content_terms, expected_answer_type,
@@ -167,7 +168,7 @@ def test_a_models_own_refusal_is_recognised(text, refused):
 ])
 def test_unanswerable_questions_are_refused_or_flagged(pipeline, question):
     answer = pipeline.ask(question, mode="extractive")
-    assert answer.refused or answer.low_confidence, answer.trace["policy"]
+    assert answer.refused or answer.low_confidence, answer.trace.policy
 
 
 @pytest.mark.integration
@@ -182,7 +183,7 @@ def test_unanswerable_questions_are_refused_or_flagged(pipeline, question):
 ])
 def test_answerable_questions_are_answered(pipeline, question):
     answer = pipeline.ask(question, mode="extractive")
-    assert not answer.refused, answer.trace["policy"]
+    assert not answer.refused, answer.trace.policy
 
 
 @pytest.mark.integration
@@ -191,18 +192,18 @@ def test_a_refusal_keeps_the_sources_and_its_reason(pipeline):
     assert answer.refused and answer.answer == NOT_FOUND and not answer.low_confidence
     assert answer.citations == [] and answer.sentences == []
     assert len(answer.sources) == pipeline.settings.top_k
-    assert "RAG_REFUSE_BELOW" in answer.trace["refusal_reason"]
+    assert "RAG_REFUSE_BELOW" in answer.trace.refusal_reason
     assert answer.to_json()["refused"] is True and answer.to_json()["low_confidence"] is False
 
 
 @pytest.mark.integration
 def test_a_low_confidence_answer_quotes_the_closest_passages_with_a_notice(pipeline):
     settings = pipeline.settings.with_overrides(refuse_below=0.0, unsure_below=1.0)  # every answer is unsure
-    unsure = type(pipeline)(settings)
+    unsure = build_pipeline(settings, embedder=pipeline.embedder, store=pipeline.store)
     answer = unsure.ask("How much will Russia lend Belarus?", mode="extractive")
     assert answer.low_confidence and not answer.refused
     assert answer.notice == UNSURE and answer.sentences and answer.citations
-    assert answer.trace["policy"]["outcome"] == "low_confidence"
+    assert answer.trace.policy["outcome"] == "low_confidence"
 
 
 @pytest.mark.integration

@@ -19,7 +19,8 @@ import pytest
 
 from conftest import SEEDS_DIR
 from llm_servers import Cut, Fail, Reply, Sleep, free_port, scripted_llm, scripted_pipeline  # noqa: F401
-from rag.pipeline import Pipeline
+from rag.factory import build_pipeline
+from rag.pipeline import AnswerEvent, NoticeEvent, SourcesEvent
 from rag.store import CURRENT, IndexStore, index_lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,19 +115,19 @@ def test_a_failing_endpoint_gives_the_extractive_answer_with_sources_within_twic
     events = list(pipe.ask_stream(QUESTION))
     elapsed = time.monotonic() - started
 
-    answer = events[-1].data
-    assert events[-1].kind == "answer" and answer.mode == "llm"
+    answer = events[-1].answer
+    assert isinstance(events[-1], AnswerEvent) and answer.mode == "llm"
     assert elapsed < 2 * LLM_TIMEOUT, f"{failure}: {elapsed:.1f}s for a {LLM_TIMEOUT:g}s timeout"
     if failure == "slow":
         assert elapsed >= LLM_TIMEOUT * 0.9  # it did wait for the endpoint, then gave up
     # the notice names the endpoint and says what is shown instead
     assert answer.notice and pipe.endpoint in answer.notice and NOTICE_WORDS[failure] in answer.notice, answer.notice
     assert answer.notice.endswith("Showing an extractive answer instead.")
-    assert [e.data for e in events if e.kind == "notice"][-1] == answer.notice
+    assert [e.text for e in events if isinstance(e, NoticeEvent)][-1] == answer.notice
     # the extractive answer, with the retrieved sources still shown (first, before any waiting on the model)
     assert not answer.refused and LOAN_SENTENCE in answer.answer
-    assert answer.trace["answered_by"] == "extractive"
-    assert events[0].kind == "sources" and [h.chunk.chunk_id for h in events[0].data] == expected_sources
+    assert answer.trace.answered_by == "extractive"
+    assert isinstance(events[0], SourcesEvent) and [h.chunk.chunk_id for h in events[0].hits] == expected_sources
     assert [h.chunk.chunk_id for h in answer.sources] == expected_sources and len(expected_sources) == 5
     assert answer.citations and all(1 <= c.marker <= len(answer.sources) for c in answer.citations)
     assert scripted_llm.unscripted == 0
@@ -139,13 +140,11 @@ def test_the_pipeline_restarts_its_bundled_server_after_it_dies(seed_index, embe
         "openai_base_url": None, "local_llm_port": free_port(), "data_dir": tmp_path / "data", "mode": "llm",
         "llm_timeout": 120.0, "llm_max_retries": 0, "temperature": 0.0, "max_answer_tokens": 32,
     })
-    pipe = Pipeline(settings)
-    pipe.__dict__["embedder"] = embedder
-    pipe.__dict__["store"] = pipeline.store
+    pipe = build_pipeline(settings, embedder=embedder, store=pipeline.store)
     try:
         first = pipe.ask("Who won the 2024 Belarusian election?")  # refused early, but the model is started for it
-        assert first.notice is None and first.trace["model"].endswith(".gguf"), first.notice
-        process = pipe._local_server.process
+        assert first.notice is None and first.trace.model.endswith(".gguf"), first.notice
+        process = pipe.llm_provider.local_server.process
         assert process is not None and process.poll() is None  # the pipeline started it itself
 
         process.kill()
@@ -155,15 +154,15 @@ def test_the_pipeline_restarts_its_bundled_server_after_it_dies(seed_index, embe
         # The restarted model answered; its answer here ("...$1.5 billion, but does not specify a specific
         # amount of money") has an invented clause, which the grounding check may reject: no endpoint notice.
         assert second.notice is None or "not supported by the cited articles" in second.notice, second.notice
-        assert second.trace["model"].endswith(".gguf")
-        assert second.trace["endpoint"] == f"http://127.0.0.1:{settings.local_llm_port}"
-        assert second.trace["raw_answer"] and second.trace["timings_ms"]["first_token"] > 0  # the restarted model answered
-        restarted = pipe._local_server.process
+        assert second.trace.model.endswith(".gguf")
+        assert second.trace.endpoint == f"http://127.0.0.1:{settings.local_llm_port}"
+        assert second.trace.raw_answer and second.trace.timings_ms["first_token"] > 0  # the restarted model answered
+        restarted = pipe.llm_provider.local_server.process
         assert restarted is not None and restarted.pid != process.pid and restarted.poll() is None
         assert len(second.sources) == 5
     finally:
         pipe.close()
-    assert pipe._local_server.process is None
+    assert pipe.llm_provider.local_server.process is None
 
 
 # ---- indexing killed mid-write ------------------------------------------------------------------------------
@@ -236,8 +235,7 @@ def kill_when(process: subprocess.Popen, ready, deadline_s: float = 180.0, poll_
 
 def assert_loads_and_answers(index_dir: Path, embedder, pipeline) -> IndexStore:
     store = IndexStore.load(index_dir, expected_model=pipeline.settings.embedding_model)
-    pipe = Pipeline(pipeline.settings.model_copy(update={"index_dir": index_dir}))
-    pipe.__dict__["embedder"] = embedder
+    pipe = build_pipeline(pipeline.settings.with_overrides(index_dir=index_dir), embedder=embedder)
     hits = pipe.search("How much will Russia lend Belarus?")
     assert hits and "$1.5 billion" in hits[0].chunk.text
     return store

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rag.evaluation import standalone_questions
 from rag.golden import load_golden
 from rag.metrics import passage_contains
 
@@ -18,25 +19,17 @@ GOLDEN = Path(__file__).resolve().parents[1] / "eval" / "golden.jsonl"
 TOP_K = 5
 
 
-def golden_queries():
-    """(item, query) for answerable items; a turn-2 follow-up is asked together with its turn-1 question."""
+def golden_queries(history_turns: int):
+    """(item, query) for answerable items; a follow-up as the pipeline's rule rewrites it."""
     items = load_golden(GOLDEN)
-    first_turns = {i.conversation_id: i for i in items if i.conversation_id and i.turn == 1}
-    queries = []
-    for item in items:
-        if not item.answerable:
-            continue
-        query = item.user_input
-        if item.conversation_id and item.turn == 2:
-            query = first_turns[item.conversation_id].user_input + " " + item.user_input
-        queries.append((item, query))
-    return queries
+    queries = standalone_questions(items, history_turns)
+    return [(item, queries[item.id]) for item in items if item.answerable]
 
 
 @pytest.fixture(scope="module")
 def figures(pipeline):
     """method -> (reference doc in top 5, reference passage in top 5, reference passage at rank 1)."""
-    queries = golden_queries()
+    queries = golden_queries(pipeline.settings.history_turns)
     assert len(queries) >= 50
     out = {}
     for method in ("hybrid", "dense", "bm25"):

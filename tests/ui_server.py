@@ -43,15 +43,11 @@ class RunningApp:
 
 def ui_pipeline(index_settings, embedder, data_dir: Path, base_url: str | None, store=None, **overrides):
     """A Pipeline over `index_settings.index_dir`, sharing the session's model (and `store`, if given)."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
 
     values = {"data_dir": data_dir, "mode": "extractive", "openai_base_url": base_url,
               "llm_timeout": 2.0, "llm_max_retries": 0} | overrides
-    pipe = Pipeline(index_settings.model_copy(update=values))
-    pipe.__dict__["embedder"] = embedder
-    if store is not None:
-        pipe.__dict__["store"] = store
-    return pipe
+    return build_pipeline(index_settings.with_overrides(**values), embedder=embedder, store=store)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from starlette.routing import Mount
 from rag.errors import RagError
 from rag.feedback import FeedbackStore
 from rag.local_llm import is_serving
-from rag.pipeline import Pipeline
+from rag.pipeline import AnswerEvent, NoticeEvent, Pipeline, SourcesEvent, TokenEvent
 from ui import render
 from ui.evaluate import build_evaluate_tab
 
@@ -70,19 +70,19 @@ class ChatHandler:
         streamed, sources = "", render.sources_html(None)
         try:
             for event in self.pipeline.ask_stream(message, history=history, mode=mode, top_k=int(top_k), temperature=temperature):
-                if event.kind == "sources":
-                    sources = render.sources_html(None, hits=event.data)
-                    yield render.streaming_markdown("Searching the articles…") if not streamed else streamed, sources
-                elif event.kind == "token":
-                    streamed += event.data
-                    yield render.streaming_markdown(streamed), sources
-                elif event.kind == "notice":
-                    gr.Warning(event.data)
-                elif event.kind == "answer":
-                    answer = event.data
-                    rendered = render.answer_markdown(answer)
-                    answer_id = self.feedback.record_answer(session, answer.question, answer.answer, rendered, answer.to_json())
-                    yield rendered, render.sources_html(answer, trace_url=f"/trace/{answer_id}.json")
+                match event:
+                    case SourcesEvent(hits=hits):
+                        sources = render.sources_html(None, hits=hits)
+                        yield render.streaming_markdown("Searching the articles…") if not streamed else streamed, sources
+                    case TokenEvent(text=text):
+                        streamed += text
+                        yield render.streaming_markdown(streamed), sources
+                    case NoticeEvent(text=text):
+                        gr.Warning(text)
+                    case AnswerEvent(answer=answer):
+                        rendered = render.answer_markdown(answer)
+                        answer_id = self.feedback.record_answer(session, answer.question, answer.answer, rendered, answer.to_json())
+                        yield rendered, render.sources_html(answer, trace_url=f"/trace/{answer_id}.json")
         except RagError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
 

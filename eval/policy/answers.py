@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "eval" / "policy"))
 from fit import halves  # noqa: E402
 from report import COLLECTIONS, rag  # noqa: E402
 from rag.evaluation import Evaluator  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
+from rag.factory import build_pipeline  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 COLUMNS = {"answer.key_fact": "key fact", "citation.right_article": "right article",
@@ -45,7 +45,7 @@ def main() -> None:
         if not (index / "CURRENT").exists():
             docs = ROOT / "seeds" if name == "seeds" else ROOT / "eval" / "collections" / name / "docs"
             rag("index", "--seeds", str(docs), "--index", str(index), "--rebuild")
-        pipeline = Pipeline(Settings(index_dir=index))
+        pipeline = build_pipeline(Settings(index_dir=index))
         for half, items in halves(name).items():
             if half not in args.halves.split(","):
                 continue

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "eval" / "collections"))
 from report import COLLECTIONS, rag  # noqa: E402
 from rag.evaluation import Evaluator, group_conversations  # noqa: E402
 from rag.golden import load_golden  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
+from rag.factory import build_pipeline  # noqa: E402
 from rag.policy import Evidence, PolicyModel  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
@@ -49,7 +49,7 @@ def collect(name: str, index: Path, out: Path) -> list[dict]:
     if not (index / "CURRENT").exists():
         rag("index", "--seeds", str(docs), "--index", str(index), "--rebuild")
     settings = Settings(_env_file=None, index_dir=index, refuse_below=0.0, unsure_below=0.0, mode="extractive")
-    pipeline = Pipeline(settings)
+    pipeline = build_pipeline(settings)
     rows = []
     for half, items in halves(name).items():
         run = Evaluator(pipeline).run(items, out / name / half, "extractive")

@@ -1,4 +1,4 @@
-"""`rag bench`: speed and memory, measured on this machine, with the bare libraries beside.
+"""The benchmark harness behind `rag bench`: speed and memory, measured on this machine, with the bare libraries beside.
 
 Each scenario runs in a child process (so its peak memory is its own) and reports medians
 of repeated runs with min and max. Figures for 100,000 and 1,000,000 passages use random
@@ -124,7 +124,7 @@ def scenario_index(env: dict) -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, seeds in (("seeds", Path(env["seeds"])), ("10k passages", synthetic_corpus(Path(tmp) / "corpus", 10_000))):
+        for name, seeds in (("seeds", Path(env["seeds"])), ("10k passages", synthetic_corpus(Path(tmp) / "corpus", 10_000, Path(env["seeds"])))):
             settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=Path(tmp) / f"index-{len(out)}")
             embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)  # torch, as `rag index` embeds
             embedder.encode_documents(["warm up"])
@@ -169,13 +169,13 @@ ADDITIONS = 5  # articles added one after another to the 100,000-passage index
 PASSAGES_PER_ARTICLE = 4.66  # what the chunker makes of 16 reshuffled seed paragraphs, measured
 
 
-def synthetic_corpus(folder: Path, passages: int) -> Path:
+def synthetic_corpus(folder: Path, passages: int, seeds: Path) -> Path:
     """Articles made of 16 reshuffled seed paragraphs each: real text, any size."""
     import random
 
     from rag.ingest import load_documents
 
-    docs = load_documents([Path("seeds")]).documents
+    docs = load_documents([seeds]).documents
     paragraphs = [p for d in docs for p in d.text.split("\n\n") if len(p) > 80]
     rng = random.Random(7)
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,7 +196,7 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     from rag.settings import Settings
     from rag.store import Manifest, Vectors, library_versions, write_version
 
-    corpus = synthetic_corpus(tmp / "corpus-100k", n)
+    corpus = synthetic_corpus(tmp / "corpus-100k", n, seeds)
     settings = Settings(_env_file=None, seeds_dir=corpus, index_dir=tmp / "index-100k", sentence_vectors=False)
     embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)
     loaded = load_documents([corpus])
@@ -231,12 +231,12 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
 
 def scenario_retrieval(env: dict) -> dict:
     """Warm per-query latency on the seeds: dense, BM25, hybrid; and the bare libraries."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
     from rag.settings import Settings
 
-    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"])))
+    pipeline = build_pipeline(Settings(_env_file=None, index_dir=Path(env["index"])))
     pipeline.warm_up()
-    questions = [q for q in load_questions()] * 3
+    questions = [q for q in load_questions(Path(env["golden"]))] * 3
     out = {"queries": len(questions), "query encoder": pipeline.embedder.runtime_in_use}
     for method in ("dense", "bm25", "hybrid"):
         out[f"{method} (ms)"] = stats([timed(lambda q=q: pipeline.search(q, method=method), 1)[0] for q in questions])
@@ -318,10 +318,10 @@ def _measure(index, queries, truth, build_s: float, index_bytes: int) -> dict:
 
 def scenario_answer(env: dict) -> dict:
     """The bundled model, warm: time to first token and total, and each stage's share."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
     from rag.settings import Settings
 
-    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
+    pipeline = build_pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
     try:
         pipeline.warm_up()
         pipeline.ask(QUESTIONS[0])  # starts the server and warms it
@@ -331,7 +331,7 @@ def scenario_answer(env: dict) -> dict:
                 started = time.perf_counter()
                 answer = pipeline.ask(q)
                 total = (time.perf_counter() - started) * 1000
-                t = answer.trace.get("timings_ms", {})
+                t = answer.trace.timings_ms
                 rows.append({"total": total, "retrieve": t.get("retrieve", 0), "first_token": t.get("first_token"),
                              "generate": t.get("generate", 0), "refused": answer.refused})
         generated = [r for r in rows if r["first_token"] is not None]
@@ -350,13 +350,13 @@ def scenario_answer(env: dict) -> dict:
 
 def scenario_concurrency(env: dict) -> dict:
     """Questions per second with 1, 4 and 16 concurrent askers: retrieval only, and full answers with the bundled model."""
-    from rag.pipeline import Pipeline
+    from rag.factory import build_pipeline
     from rag.settings import Settings
 
-    pipeline = Pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
+    pipeline = build_pipeline(Settings(_env_file=None, index_dir=Path(env["index"]), mode="llm"))
     pipeline.warm_up()
     out = {"retrieval": {}, "answers (bundled model)": {}}
-    questions = load_questions()
+    questions = load_questions(Path(env["golden"]))
     try:
         pipeline.ask(QUESTIONS[0])
         for workers in (1, 4, 16):
@@ -383,10 +383,10 @@ def _load(fn, items, workers: int) -> dict:
     return {"questions/s": round(len(items) / wall, 2), "p50 ms": s["median"], "p95 ms": s["p95"], "n": len(items)}
 
 
-def load_questions() -> list[str]:
+def load_questions(golden: Path) -> list[str]:
     from rag.golden import load_golden
 
-    return [i.user_input for i in load_golden(Path("eval/golden.jsonl")) if not i.turn or i.turn == 1]
+    return [i.user_input for i in load_golden(golden) if not i.turn or i.turn == 1]
 
 
 RUNNERS = {"startup": scenario_startup, "index": scenario_index, "incremental": scenario_incremental, "retrieval": scenario_retrieval, "scale": scenario_scale,
@@ -398,7 +398,7 @@ def run_child(name: str, env: dict) -> tuple[dict, float]:
     """Run one scenario in a child process; return its result and peak resident memory (MB)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out_path = fh.name
-    proc = subprocess.Popen([sys.executable, "-m", "rag.bench", name, out_path, json.dumps(env)])
+    proc = subprocess.Popen([sys.executable, "-m", "bench.harness", name, out_path, json.dumps(env)])
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     try:
@@ -408,11 +408,11 @@ def run_child(name: str, env: dict) -> tuple[dict, float]:
     return result, round(usage.ru_maxrss / 1024, 1)
 
 
-def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, model: str, sizes: str) -> dict:
+def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, golden: Path, model: str, sizes: str) -> dict:
     from rag.store import atomic_write, current_version_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {"index": str(index_dir), "seeds": str(seeds), "model": model, "sizes": sizes}
+    env = {"index": str(index_dir), "seeds": str(seeds), "golden": str(golden), "model": model, "sizes": sizes}
     results: dict = {"machine": machine(), "scenarios": {}}
     for name in scenarios:
         started = time.perf_counter()
