@@ -10,6 +10,7 @@ as context: it is never one of the passage's answer units.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -72,10 +73,14 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 
 def passage_units(chunk: Chunk) -> list[tuple[int, int]]:
     """The answer units of a passage: its sentences, code lines and table rows, never a heading."""
-    spans = sentence_spans(chunk.text)
-    if not chunk.headings:
-        return spans
-    return [(a, b) for a, b in spans if chunk.text[a:b] not in chunk.headings]
+    return list(_units(chunk.text, chunk.headings))
+
+
+@functools.lru_cache(maxsize=4096)
+def _units(text: str, headings: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    # Splitting with pysbd costs milliseconds a passage, and the same passages come back question
+    # after question (retrieved, ranked, checked): each text is split once.
+    return tuple((a, b) for a, b in sentence_spans(text) if text[a:b] not in headings)
 
 
 def _line_spans(block: str) -> list[tuple[int, int]]:

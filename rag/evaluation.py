@@ -26,6 +26,7 @@ from rag.policy import is_model_refusal
 from rag.prompt import REFUSAL_TEXT
 from rag.records import Hit, Sentence
 from rag.rewrite import bounded, rewrite_question
+from rag.settings import Settings
 from rag.store import atomic_write
 
 log = logging.getLogger(__name__)
@@ -375,6 +376,14 @@ def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int
                          "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))})
         table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"answer kept": kept, "n": len(rows)}
     return table
+
+
+def judged_correct(scores: dict, settings: Settings) -> bool:
+    """The automatic verdict a human grade is compared with: the refusal was right, and the answer's
+    token F1 or its similarity to the reference reaches its threshold (RAG_CORRECT_F1, RAG_CORRECT_SIMILARITY)."""
+    if "answer.f1" not in scores:
+        return bool(scores.get("refusal.correct"))
+    return scores["answer.f1"] >= settings.correct_f1 or scores.get("answer.semantic_similarity", 0) >= settings.correct_similarity
 
 
 def standalone_questions(items: list[GoldenItem], history_turns: int) -> dict[str, str]:

@@ -59,8 +59,8 @@ class ExtractiveAnswerer:
         self.max_sentences = max_sentences
         self.margin = margin  # keep sentences scoring within this of the best one
 
-    def rank(self, question: str, hits: list[Hit]) -> list[Candidate]:
-        """Every distinct sentence of the passages, best answer first."""
+    def rank(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None) -> list[Candidate]:
+        """Every distinct sentence of the passages, best answer first (`query_vector`: the question, embedded)."""
         pieces: list[tuple[int, str]] = []
         follows: list[str | None] = []
         vectors: list[np.ndarray | None] = []
@@ -80,7 +80,7 @@ class ExtractiveAnswerer:
                     vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
-        q = self.embedder.encode_queries([question])[0]
+        q = self.embedder.encode_queries([question])[0] if query_vector is None else query_vector
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
             for i, v in zip(missing, self.embedder.encode_documents([pieces[i][1] for i in missing])):

@@ -57,9 +57,9 @@ class Stages:
     """The parts the pipeline strings together (see `rag.factory`); a test hands in small fakes."""
 
     store: Any  # IndexStore: documents, passages by id, the index version
-    embedder: Any  # Embedder: shared by the stages; counts prompt tokens
-    retriever: Any  # HybridRetriever.search(query, top_k, method, filters) -> list[Hit]
-    ranker: Any  # ExtractiveAnswerer: rank(question, hits) -> candidates; answer(candidates) -> sentences
+    embedder: Any  # Embedder: shared by the stages; embeds the question once, counts prompt tokens
+    retriever: Any  # HybridRetriever.search(query, top_k, method, filters, query_vector) -> list[Hit]
+    ranker: Any  # ExtractiveAnswerer: rank(question, hits, query_vector) -> candidates; answer(candidates) -> sentences
     policy: Any  # AnswerPolicy.decide(question, hits, sentences) -> Verdict
     grounding: Any  # GroundingChecker.check(parsed, sources) -> citations
     llm: Any  # LLMProvider: client() -> LLMClient, or EndpointError
@@ -150,7 +150,8 @@ class Pipeline:
         standalone = trace.rewritten_question
 
         t0 = time.perf_counter()
-        hits = self.retriever.search(standalone, top_k=top_k, filters=filters)
+        query_vector = self.embedder.encode_queries([standalone])[0]  # once, for retrieval and for ranking sentences
+        hits = self.retriever.search(standalone, top_k=top_k, filters=filters, query_vector=query_vector)
         trace.timings_ms["retrieve"] = _ms(t0)
         trace.retrieved = [_retrieved(h) for h in hits]
         trace.index_version = self.store.manifest.version
@@ -158,7 +159,7 @@ class Pipeline:
         if trace.notice:
             yield NoticeEvent(trace.notice)
 
-        candidates = self.ranker.rank(standalone, hits)
+        candidates = self.ranker.rank(standalone, hits, query_vector)
         verdict = self.policy.decide(standalone, hits, [c.text for c in candidates[:5]])
         trace.policy = verdict.to_json()
         if verdict.refused:

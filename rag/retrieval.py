@@ -57,14 +57,19 @@ class HybridRetriever:
         top_k: int | None = None,
         method: Method = "hybrid",
         filters: Filters | None = None,
+        query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
+        """`query_vector`: the query already embedded (the pipeline embeds it once for retrieval and ranking)."""
         chunks = self.store.chunks
         top_k = max(1, min(top_k or self.settings.top_k, len(chunks)))
         allowed = self._allowed(filters)
         if allowed is not None and len(allowed) == 0:
             return []
         depth = max(self.settings.candidates, top_k * 3)
-        query_vector = self.embedder.encode_queries([query])[0] if method != "bm25" else None
+        if method == "bm25":
+            query_vector = None
+        elif query_vector is None:
+            query_vector = self.embedder.encode_queries([query])[0]
         dense = self.store.dense_search(query_vector, depth, allowed) if query_vector is not None else []
         bm25 = self.store.bm25_search(query, depth, allowed) if method != "dense" else []
         dense_rank = {row: r for r, (row, _) in enumerate(dense, 1)}

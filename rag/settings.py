@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         "cover it, quote the passages with a notice instead of refusing (auto: verify for the bundled small model)"
     )
 
+    # Evaluation: what the automatic verdict calls a correct answer (compared with human grades)
+    correct_f1: float = Field(0.5, ge=0, le=1, description="an answer is correct when its token F1 with the reference reaches this...")
+    correct_similarity: float = Field(0.7, ge=0, le=1, description="...or its embedding similarity to the reference reaches this")
+
     # LLM endpoint (standard OpenAI variable names)
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"))

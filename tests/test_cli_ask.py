@@ -91,3 +91,20 @@ def test_ask_with_neither_question_nor_file_is_one_error_line(seed_index, tmp_pa
     result = rag(["ask"], seed_index, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: give either a QUESTION or --queries FILE"
+
+
+@pytest.mark.parametrize("args, env, named", [
+    (["ask", LOAN_QUESTION, "--mode", "bogus"], {}, "mode (RAG_MODE) = 'bogus'"),
+    (["ask", LOAN_QUESTION], {"RAG_REFUSE_BELOW": "3"}, "refuse_below (RAG_REFUSE_BELOW) = '3'"),
+    (["search", LOAN_QUESTION], {"RAG_TOP_K": "many"}, "top_k (RAG_TOP_K) = 'many'"),
+])
+def test_a_bad_setting_from_an_option_or_the_environment_is_one_line_naming_it(seed_index, tmp_path, args, env, named):
+    result = rag(args, seed_index, tmp_path, **env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line, = result.stderr.strip().splitlines()
+    assert line.startswith("error: invalid setting: ") and named in line, line
+
+
+def test_a_bad_api_key_setting_is_named_but_never_echoed(seed_index, tmp_path):
+    result = rag(["ask", LOAN_QUESTION], seed_index, tmp_path, RAG_AUTH=CANARY, RAG_TOP_K="0x")
+    assert result.returncode == 2 and CANARY not in result.stderr and "top_k" in result.stderr

@@ -209,3 +209,15 @@ def test_cli_fail_under_score_and_export(seed_index, small_golden, tmp_path):
     missing = subprocess.run([*rag, "eval", "score", "--golden", str(small_golden), "--answers", str(tmp_path / "none.jsonl")],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and missing.stderr.startswith("error:") and "none.jsonl" in missing.stderr
+
+
+def test_the_automatic_verdict_uses_the_thresholds_in_the_settings():
+    from rag.evaluation import judged_correct
+    from rag.settings import Settings
+
+    settings = Settings(_env_file=None)
+    assert judged_correct({"answer.f1": 0.5, "answer.semantic_similarity": 0.1}, settings)
+    assert judged_correct({"answer.f1": 0.1, "answer.semantic_similarity": 0.7}, settings)
+    assert not judged_correct({"answer.f1": 0.49, "answer.semantic_similarity": 0.69}, settings)
+    assert not judged_correct({"answer.f1": 0.5}, settings.with_overrides(correct_f1=0.8))
+    assert judged_correct({"refusal.correct": 1.0}, settings) and not judged_correct({"refusal.correct": 0.0}, settings)

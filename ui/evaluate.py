@@ -13,10 +13,11 @@ from pathlib import Path
 import gradio as gr
 
 from rag.errors import RagError
-from rag.evaluation import Evaluator, read_results
+from rag.evaluation import Evaluator, judged_correct, read_results
 from rag.feedback import GRADES, FeedbackStore
 from rag.golden import load_golden
 from rag.pipeline import Pipeline
+from rag.settings import Settings
 from rag.report import plots
 from rag.store import atomic_write
 
@@ -28,20 +29,13 @@ def golden_files() -> list[str]:
     return sorted(str(p) for p in EVAL_DIR.glob("*.jsonl"))
 
 
-def automatic_ok(scores: dict) -> bool:
-    """What the automatic metrics call a correct answer: refusal right, and F1 or similarity high."""
-    if "answer.f1" not in scores:
-        return bool(scores.get("refusal.correct"))
-    return scores["answer.f1"] >= 0.5 or scores.get("answer.semantic_similarity", 0) >= 0.7
-
-
-def agreement_markdown(results: list[dict], grades: dict[str, dict]) -> str:
+def agreement_markdown(results: list[dict], grades: dict[str, dict], settings: Settings) -> str:
     graded = [r for r in results if r["id"] in grades]
     if not graded:
         return "No grades yet: pick a question, grade it, and the agreement with the automatic scores appears here."
-    agree = sum((grades[r["id"]]["grade"] == "correct") == automatic_ok(r["scores"]) for r in graded)
+    agree = sum((grades[r["id"]]["grade"] == "correct") == judged_correct(r["scores"], settings) for r in graded)
     lines = [f"**{len(graded)} graded**; human and automatic verdicts agree on **{agree}/{len(graded)}** "
-             "(automatic: correct refusal, or F1 ≥ 0.5, or similarity ≥ 0.7).", "",
+             f"(automatic: correct refusal, or F1 ≥ {settings.correct_f1}, or similarity ≥ {settings.correct_similarity}).", "",
              "| human grade | n | mean F1 | mean similarity |", "| --- | --- | --- | --- |"]
     for grade in GRADES:
         rows = [r["scores"] for r in graded if grades[r["id"]]["grade"] == grade]
@@ -97,7 +91,7 @@ def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> None:
         images = "".join(f'<h4>{html.escape(k)}</h4><img style="max-width:100%" src="data:image/png;base64,{v}">'
                          for k, v in plots({mode_value: result}, results).items())
         text = f"**Run {rid}**: {result['n']} questions, mode {mode_value}\n\n| metric | value |\n| --- | --- |\n{metrics}"
-        return rid, text, images, table(results), gr.update(choices=[r["id"] for r in results], value=None), agreement_markdown(results, {})
+        return rid, text, images, table(results), gr.update(choices=[r["id"] for r in results], value=None), agreement_markdown(results, {}, pipeline.settings)
 
     def do_grade(rid: str, qid: str, grade_value: str, comment_value: str):
         if not rid:
@@ -106,7 +100,7 @@ def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> None:
             raise gr.Error("Choose a question and a grade.", print_exception=False)
         feedback.set_grade(rid, qid, grade_value, (comment_value or "")[:2000])
         gr.Info(f"Saved: {qid} is {grade_value}.")
-        return agreement_markdown(read_results(runs_dir / rid / "results.jsonl"), feedback.grades(rid)), ""
+        return agreement_markdown(read_results(runs_dir / rid / "results.jsonl"), feedback.grades(rid), pipeline.settings), ""
 
     def do_export(rid: str):
         if not rid:
