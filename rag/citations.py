@@ -17,7 +17,7 @@ import numpy as np
 
 from rag.chunking import passage_units, sentence_spans
 from rag.embedding import VectorCache
-from rag.records import Citation, Hit, Sentence
+from rag.records import Citation, Hit, PassageSpan, Sentence
 
 log = logging.getLogger(__name__)
 
@@ -173,12 +173,13 @@ class GroundingChecker:
             for s in parsed.sentences:
                 s.supported, s.reason = False, "no sources"
             return []
-        units, owner, whole = self._source_units(sources)
+        units, owner, whole, spans = self._source_units(sources)
         sent_vecs = self.embedder.encode_documents([s.text for s in parsed.sentences])
         unit_vecs = self._encode_units(units)
         similarity = sent_vecs @ unit_vecs.T  # sentence x unit
         best_by_source = np.full((len(parsed.sentences), len(sources)), -1.0)
-        closest_by_source = np.zeros((len(parsed.sentences), len(sources)), dtype=np.int64)
+        # Until a sentence of the source is closer, the whole passage (each source's last unit) is.
+        closest_by_source = np.tile([u for u, is_whole in enumerate(whole) if is_whole], (len(parsed.sentences), 1))
         closest_score = np.full_like(best_by_source, -1.0)
         for u, src in enumerate(owner):
             best_by_source[:, src] = np.maximum(best_by_source[:, src], similarity[:, u])
@@ -195,6 +196,8 @@ class GroundingChecker:
                 self._attribute(sentence, best_by_source[i], sources, closest)
             else:
                 sentence.supported, sentence.reason = False, "cites no source"
+            if sentence.supported:  # where in each cited passage it rests: what the sources panel highlights
+                sentence.spans = [PassageSpan(n, *spans[closest_by_source[i][n - 1]]) for n in sentence.citations]
         cited = dict.fromkeys(n for s in parsed.sentences for n in s.citations)
         return [Citation(n, sources[n - 1].chunk.doc_id, sources[n - 1].chunk.chunk_id) for n in cited]
 
@@ -248,16 +251,18 @@ class GroundingChecker:
         sentence.supported, sentence.reason = False, "cites no source and no source supports it"
 
     @staticmethod
-    def _source_units(sources: list[Hit]) -> tuple[list[str], list[int], list[bool]]:
-        """Each source as its sentences plus the whole passage: the units, their source, and which are whole."""
-        units, owner, whole = [], [], []
+    def _source_units(sources: list[Hit]) -> tuple[list[str], list[int], list[bool], list[tuple[int, int]]]:
+        """Each source as its sentences plus the whole passage: the units, their source, which are
+        whole, and where each lies in its passage."""
+        units, owner, whole, where = [], [], [], []
         for j, hit in enumerate(sources):
             text = hit.chunk.text
             spans = passage_units(hit.chunk)
             units += [text[a:b] for a, b in spans] + [text]
             owner += [j] * (len(spans) + 1)
             whole += [False] * len(spans) + [True]
-        return units, owner, whole
+            where += [*spans, (0, len(text))]
+        return units, owner, whole, where
 
 
 def render_answer(sentences: list[Sentence]) -> str:

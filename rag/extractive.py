@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.chunking import passage_units
-from rag.records import Hit, Sentence
+from rag.records import Hit, PassageSpan, Sentence
 from rag.policy import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
 
@@ -32,6 +32,8 @@ class Candidate:
     score: float
     typed: bool = True  # holds the kind of answer the question asks for (always, when it asks for none)
     follow: str | None = None  # the unit after it in its passage: a command after "run the following:"
+    span: tuple[int, int] = (0, 0)  # where it is in its passage's text
+    follow_span: tuple[int, int] = (0, 0)
 
 
 def is_label(sentence: str) -> bool:
@@ -63,6 +65,7 @@ class ExtractiveAnswerer:
         """Every distinct sentence of the passages, best answer first (`query_vector`: the question, embedded)."""
         pieces: list[tuple[int, str]] = []
         follows: list[str | None] = []
+        where: list[tuple[tuple[int, int], tuple[int, int]]] = []  # (its span, the next unit's span)
         vectors: list[np.ndarray | None] = []
         seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
@@ -77,6 +80,7 @@ class ExtractiveAnswerer:
                     seen.add(sentence)
                     pieces.append((n, sentence))
                     follows.append(units[i + 1] if i + 1 < len(units) else None)
+                    where.append((spans[i], spans[i + 1] if i + 1 < len(units) else (0, 0)))
                     vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
@@ -94,7 +98,7 @@ class ExtractiveAnswerer:
             for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], follows[i]) for i in order]
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], follows[i], *where[i]) for i in order]
 
     def near_best(self, candidates: list[Candidate]) -> list[Candidate]:
         """The few sentences close enough to the best one to be the answer: the evidence refusal reads."""
@@ -108,8 +112,8 @@ class ExtractiveAnswerer:
         holding = next((c for c in window if c.typed), None)
         if holding is not None and holding not in chosen:
             chosen = [*chosen[:-1], holding]  # the sentence stating the number/date asked for must be in the answer
-        texts = [(c.text, c.source) for c in chosen]
+        quotes = [(c.text, c.source, c.span) for c in chosen]
         best = chosen[0] if chosen else None
-        if best is not None and best.follow and ANNOUNCES.search(best.text) and best.follow not in {t for t, _ in texts}:
-            texts.insert(1, (best.follow, best.source))  # the answer continues in the next unit
-        return [Sentence(text=t, citations=[n], supported=True, reason="quoted from the source") for t, n in texts]
+        if best is not None and best.follow and ANNOUNCES.search(best.text) and best.follow not in {q[0] for q in quotes}:
+            quotes.insert(1, (best.follow, best.source, best.follow_span))  # the answer continues in the next unit
+        return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, n, span in quotes]

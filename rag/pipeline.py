@@ -23,7 +23,9 @@ from rag.rewrite import bounded, rewrite_question
 from rag.settings import Settings
 
 
-NOT_FOUND = "Not found in the articles: none of the passages answers this question. The closest passages are listed as sources."
+REFUSAL_HEADLINE = "Not found in the articles"
+REFUSAL_DETAIL = "none of the passages answers this question. The closest passages are listed as sources."
+NOT_FOUND = f"{REFUSAL_HEADLINE}: {REFUSAL_DETAIL}"
 UNSURE = "The articles may not answer this directly; the closest passages say:"
 # Control characters, and lone surrogates (undecodable bytes in argv arrive as these; tokenizers reject them).
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")

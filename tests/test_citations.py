@@ -163,6 +163,9 @@ def test_paraphrase_with_the_right_number_is_supported(checker, loan_and_unrelat
     assert sentence.supported, sentence.reason
     assert sentence.reason.startswith("similarity")
     assert [(c.marker, c.chunk_id, c.doc_id) for c in citations] == [(1, loan.chunk.chunk_id, loan.chunk.doc_id)]
+    # where it rests: the passage sentence stating the loan, which the sources panel highlights
+    span, = sentence.spans
+    assert span.marker == 1 and LOAN in loan.chunk.text[span.start:span.end] and span.end - span.start < len(loan.chunk.text)
 
 
 @pytest.mark.integration
@@ -180,7 +183,7 @@ def test_a_sentence_citing_an_unrelated_passage_is_not_supported(checker, loan_a
     loan, unrelated = loan_and_unrelated
     parsed = parse_citations("Russia will lend Belarus $1.5 billion as a government loan [2].", 2)
     citations = checker.check(parsed, [loan, unrelated])
-    assert not parsed.sentences[0].supported
+    assert not parsed.sentences[0].supported and parsed.sentences[0].spans == []  # nothing to highlight
     assert parsed.sentences[0].citations == [2]  # the wrong citation is judged, not silently swapped for the right one
     assert [c.chunk_id for c in citations] == [unrelated.chunk.chunk_id]
 

@@ -91,6 +91,8 @@ def test_extractive_answer_quotes_the_loan_sentence_citing_its_source(pipeline):
         (n,) = sentence.citations
         source = answer.sources[n - 1].chunk
         assert sentence.text in " ".join(source.text.split())  # quoted verbatim from the source it cites
+        (span,) = sentence.spans  # ...from exactly here, which the sources panel highlights
+        assert span.marker == n and " ".join(source.text[span.start:span.end].split()) == sentence.text
     assert {(c.marker, c.chunk_id, c.doc_id) for c in answer.citations} == {
         (n, answer.sources[n - 1].chunk.chunk_id, answer.sources[n - 1].chunk.doc_id)
         for s in answer.sentences for n in s.citations}

@@ -6,7 +6,7 @@ import html
 import re
 
 from rag.pipeline import NOT_FOUND, UNSURE
-from rag.records import Answer, Chunk, Citation, Document, Hit, Sentence
+from rag.records import Answer, Chunk, Citation, Document, Hit, PassageSpan, Sentence
 from ui import render
 
 HOSTILE = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [x](javascript:alert(1)) ![i](http://evil/x.png)'
@@ -166,7 +166,9 @@ def test_sources_html_with_nothing_retrieved_says_so():
 def test_sources_html_escapes_passage_text_titles_and_metadata():
     h = hit(1, text=HOSTILE + " The loan was $1.5 billion.", title="<b>Title</b>", publisher="<i>Pub</i>", date="2020-09-14",
             url='https://example.org/a" onclick="x')
-    answer = answer_with([Sentence("The loan was $1.5 billion.", [1], True)], hits=[h])
+    start = h.chunk.text.index("The loan")
+    used = PassageSpan(1, start, len(h.chunk.text))  # where the grounding check found the sentence rests
+    answer = answer_with([Sentence("The loan was $1.5 billion.", [1], True, spans=[used])], hits=[h])
 
     out = render.sources_html(answer)
 
@@ -174,7 +176,7 @@ def test_sources_html_escapes_passage_text_titles_and_metadata():
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in out
     assert "&lt;b&gt;Title&lt;/b&gt;" in out and "&lt;i&gt;Pub&lt;/i&gt;" in out
     assert 'href="https://example.org/a&quot; onclick=&quot;x"' in out
-    assert re.search(r"<mark>[^<]*The loan was \$1\.5 billion\.</mark>", out)  # the sentence the answer used
+    assert re.search(r"<mark>The loan was \$1\.5 billion\.</mark>", out) and out.count("<mark>") == 1  # the span, escaped
 
 
 def test_sources_html_links_only_http_originals():

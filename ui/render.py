@@ -4,10 +4,9 @@ markup from articles or from the model is shown as text, never run."""
 from __future__ import annotations
 
 import html
-import re
 from urllib.parse import quote
 
-from rag.pipeline import UNSURE
+from rag.pipeline import REFUSAL_DETAIL, REFUSAL_HEADLINE, UNSURE
 from rag.records import Answer, Document, Hit
 
 UNSUPPORTED = "⚠"
@@ -26,7 +25,7 @@ def _escape_md(text: str) -> str:
 def answer_markdown(answer: Answer) -> str:
     """The answer with each [n] linked to its source's passage; unsupported sentences marked."""
     if answer.refused:
-        return f"**Not found in the articles.** {_escape_md(answer.answer.split(':', 1)[-1].strip())}"
+        return f"**{REFUSAL_HEADLINE}.** {_escape_md(REFUSAL_DETAIL)}"
     parts = []
     for sentence in answer.sentences:
         text = _escape_md(sentence.text)
@@ -56,29 +55,20 @@ def streaming_markdown(text: str) -> str:
     return _escape_md(text) + " ▌"
 
 
-def _highlight(passage: str, sentences: list[str]) -> str:
-    """The passage, escaped, with the sentences of it that the answer used in <mark>."""
-    escaped = html.escape(passage)
-    for sentence in sorted(set(sentences), key=len, reverse=True):
-        target = html.escape(sentence)
-        if target and target in escaped:
-            escaped = escaped.replace(target, f"<mark>{target}</mark>", 1)
-    return escaped
+def _highlight(passage: str, spans: list[tuple[int, int]]) -> str:
+    """The passage, escaped, with the spans the answer rests on in <mark>."""
+    out, position = [], 0
+    for start, end in sorted(set(spans)):
+        if start < position or end <= start:
+            continue
+        out += [html.escape(passage[position:start]), f"<mark>{html.escape(passage[start:end])}</mark>"]
+        position = end
+    return "".join(out) + html.escape(passage[position:])
 
 
-def _used_sentences(answer: Answer, n: int, hit: Hit) -> list[str]:
-    """For each claim citing this passage, the passage sentence sharing most of its words."""
-    from rag.chunking import passage_units
-
-    text = hit.chunk.text
-    sentences = [text[a:b] for a, b in passage_units(hit.chunk)]
-    used = []
-    for claim in (s.text for s in answer.sentences if n in s.citations):
-        claim_words = set(re.findall(r"\w+", claim.lower()))
-        overlaps = [len(claim_words & set(re.findall(r"\w+", s.lower()))) / max(1, len(claim_words)) for s in sentences]
-        if overlaps and max(overlaps) >= 0.25:
-            used.append(sentences[overlaps.index(max(overlaps))])
-    return used
+def _used_spans(answer: Answer, n: int) -> list[tuple[int, int]]:
+    """Where in source n the answer's sentences rest, as the grounding check or the quote found it."""
+    return [(span.start, span.end) for s in answer.sentences for span in s.spans if span.marker == n]
 
 
 def sources_html(answer: Answer | None, hits: list[Hit] | None = None, trace_url: str | None = None) -> str:
@@ -95,7 +85,7 @@ def sources_html(answer: Answer | None, hits: list[Hit] | None = None, trace_url
         where = c.section if c.section and c.section != c.title else None
         meta = " · ".join(html.escape(x) for x in (where, c.page and f"page {c.page}", c.publisher, c.date) if x)
         relevance = f"relevance {hit.dense_score:.2f}" if hit.dense_score is not None else ""
-        passage = _highlight(c.text, _used_sentences(answer, n, hit)) if answer and n in cited else html.escape(c.text)
+        passage = _highlight(c.text, _used_spans(answer, n)) if answer and n in cited else html.escape(c.text)
         original = (f' · <a href="{html.escape(c.url, quote=True)}" target="_blank" rel="noopener noreferrer">original</a>'
                     if c.url and c.url.startswith(("http://", "https://")) else "")
         cards.append(
