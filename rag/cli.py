@@ -20,6 +20,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 log = logging.getLogger("rag")
 
 IndexOpt = Annotated[Optional[Path], typer.Option("--index", help="index folder (RAG_INDEX_DIR)")]
+DocOpt = Annotated[Optional[list[str]], typer.Option("--doc", help="only this document (repeatable; ids from `rag inspect`)")]
+SinceOpt = Annotated[Optional[str], typer.Option("--since", help="only articles dated on or after YYYY-MM-DD")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="only articles dated on or before YYYY-MM-DD")]
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", min=1, help="passages to return (RAG_TOP_K)")]
 
 
@@ -30,6 +33,23 @@ def fail(message: str, code: int = 2) -> None:
 
 def settings_for(**overrides) -> Settings:
     return load_settings(**overrides)
+
+
+def filters_for(pipeline, docs: list[str] | None, since: str | None, until: str | None):
+    """--doc/--since/--until as retrieval filters, each checked first: a typo fails, not an empty answer."""
+    import datetime
+
+    from rag.retrieval import Filters
+
+    unknown = sorted(set(docs or []) - set(pipeline.store.documents))
+    if unknown:
+        fail(f"unknown document {', '.join(unknown)}; `rag inspect` lists the document ids")
+    for option, value in (("--since", since), ("--until", until)):
+        try:
+            value and datetime.date.fromisoformat(value)
+        except ValueError:
+            fail(f"{option} {value!r} is not a date; use YYYY-MM-DD")
+    return Filters(frozenset(docs) if docs else None, since, until)
 
 
 @app.callback()
@@ -141,6 +161,9 @@ def search(
     index_dir: IndexOpt = None,
     method: Annotated[str, typer.Option("--method", help="hybrid, dense or bm25")] = "hybrid",
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query")] = False,
+    doc: DocOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
 ) -> None:
     """Find the passages that answer a question."""
     from rag.factory import build_pipeline
@@ -150,8 +173,9 @@ def search(
     if (question is None) == (queries is None):
         fail("give either a QUESTION or --queries FILE")
     pipeline = build_pipeline(settings_for(index_dir=index_dir))
+    filters = filters_for(pipeline, doc, since, until)
     for query in [question] if question is not None else read_queries(queries):
-        hits = pipeline.search(query, top_k=top_k, method=method)
+        hits = pipeline.search(query, top_k=top_k, method=method, filters=filters)
         if as_json:
             typer.echo(json.dumps({"query": query, "results": [h.to_json(i) for i, h in enumerate(hits, 1)]}, ensure_ascii=False))
             continue
@@ -187,6 +211,9 @@ def ask(
     top_k: TopKOpt = None,
     index_dir: IndexOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per question")] = False,
+    doc: DocOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
 ) -> None:
     """Answer a question from the articles, citing [n] sources, once its citations are checked."""
     from rag.factory import build_pipeline
@@ -194,9 +221,10 @@ def ask(
     if (question is None) == (queries is None):
         fail("give either a QUESTION or --queries FILE")
     pipeline = build_pipeline(settings_for(index_dir=index_dir, mode=mode))
+    filters = filters_for(pipeline, doc, since, until)
     try:
         for q in [question] if question is not None else read_queries(queries):
-            answer = pipeline.ask(q, top_k=top_k)  # printed once, after the grounding check
+            answer = pipeline.ask(q, top_k=top_k, filters=filters)  # printed once, after the grounding check
             if as_json:
                 if answer.notice:
                     typer.echo(f"note: {answer.notice}", err=True)

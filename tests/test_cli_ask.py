@@ -108,3 +108,26 @@ def test_a_bad_setting_from_an_option_or_the_environment_is_one_line_naming_it(s
 def test_a_bad_api_key_setting_is_named_but_never_echoed(seed_index, tmp_path):
     result = rag(["ask", LOAN_QUESTION], seed_index, tmp_path, RAG_AUTH=CANARY, RAG_TOP_K="0x")
     assert result.returncode == 2 and CANARY not in result.stderr and "top_k" in result.stderr
+
+
+def test_ask_and_search_keep_to_the_documents_and_dates_asked_for(seed_index, tmp_path):
+    from rag.store import IndexStore
+
+    documents = IndexStore.load(seed_index.index_dir).documents
+    dated = sorted((d.date, d.doc_id) for d in documents.values() if d.date)
+    (_, first), (last_date, last) = dated[0], dated[-1]
+    result = rag(["search", LOAN_QUESTION, "--json", "--doc", first], seed_index, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {r["doc_id"] for r in json.loads(result.stdout)["results"]} == {first}
+    result = rag(["ask", LOAN_QUESTION, "--json", "--mode", "extractive", "--since", last_date], seed_index, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {s["doc_id"] for s in json.loads(result.stdout)["sources"]} == {d for date, d in dated if date >= last_date}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--doc", "no-such-article"], "error: unknown document no-such-article; `rag inspect` lists the document ids"),
+    (["--since", "last spring"], "error: --since 'last spring' is not a date; use YYYY-MM-DD"),
+])
+def test_a_bad_filter_is_one_line_naming_the_fix(seed_index, tmp_path, args, message):
+    result = rag(["search", LOAN_QUESTION, *args], seed_index, tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == message
