@@ -46,6 +46,31 @@ def test_index_reports_what_it_did(workspace):
     assert "Traceback" not in result.stderr
 
 
+def files_below(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_index_with_nothing_changed_writes_nothing_and_says_so(workspace, tmp_path):
+    paths, _ = workspace
+    index_dir = tmp_path / "index"
+    shutil.copytree(paths["index_dir"], index_dir)  # the same seeds folder: the articles come from the same files
+    version = (index_dir / "CURRENT").read_text(encoding="utf-8")
+    n_chunks = json.loads((index_dir / version / "manifest.json").read_text(encoding="utf-8"))["n_chunks"]
+    before = files_below(index_dir)
+
+    result = run_rag("index", cwd=tmp_path, index_dir=index_dir, seeds_dir=paths["seeds_dir"])
+    assert result.returncode == 0, result.stderr
+    expected = f"index is up to date: 5 documents, {n_chunks} chunks (nothing changed) -> {index_dir}/{version}"
+    assert result.stdout.strip() == expected
+    assert files_below(index_dir) == before  # no new version folder, CURRENT and every file untouched
+
+    rebuilt = run_rag("index", "--rebuild", cwd=tmp_path, index_dir=index_dir, seeds_dir=paths["seeds_dir"])
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "added 5, changed 0, unchanged 0, removed 0" in rebuilt.stdout
+    new_version = (index_dir / "CURRENT").read_text(encoding="utf-8")
+    assert new_version != version and sorted(p.name for p in index_dir.glob("v-*")) == [new_version]
+
+
 def test_search_json_has_the_documented_shape(workspace):
     paths, _ = workspace
     result = run_rag("search", "How much will Russia lend Belarus?", "--json", "--top-k", "3", **paths)

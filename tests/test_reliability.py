@@ -20,7 +20,8 @@ import pytest
 from conftest import SEEDS_DIR
 from llm_servers import Cut, Fail, Reply, Sleep, free_port, scripted_llm, scripted_pipeline  # noqa: F401
 from rag.pipeline import Pipeline
-from rag.store import CURRENT, IndexStore, index_lock
+from rag.index_writer import index_lock
+from rag.store import CURRENT, IndexStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RAG = [sys.executable, "-m", "rag"]  # `python -m rag`, as a user of the checkout runs it
