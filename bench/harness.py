@@ -49,7 +49,7 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def machine() -> dict:
-    from rag.store import library_versions
+    from rag.index_writer import library_versions
 
     mem = ""
     try:
@@ -191,10 +191,11 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     (embedding n passages would take hours here); only the new article may be embedded."""
     from rag.chunking import Chunker, ChunkerConfig
     from rag.embedding import Embedder
+    from rag.index_writer import Vectors, library_versions, write_version
     from rag.indexing import build_index, choose_index_type
     from rag.ingest import load_documents
     from rag.settings import Settings
-    from rag.store import Manifest, Vectors, library_versions, write_version
+    from rag.store import Manifest
 
     corpus = synthetic_corpus(tmp / "corpus-100k", n, seeds)
     settings = Settings(_env_file=None, seeds_dir=corpus, index_dir=tmp / "index-100k", sentence_vectors=False)
@@ -256,8 +257,8 @@ def scenario_scale(env: dict) -> dict:
     IVF-SQ8 for comparison."""
     import faiss
 
+    from rag.index_writer import build_dense_index
     from rag.settings import Settings
-    from rag.store import build_dense_index
 
     config = Settings(_env_file=None).hnsw
     sizes = [int(s) for s in env.get("sizes", "100000,1000000").split(",")]
@@ -409,7 +410,8 @@ def run_child(name: str, env: dict) -> tuple[dict, float]:
 
 
 def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, golden: Path, model: str, sizes: str) -> dict:
-    from rag.store import atomic_write, current_version_dir
+    from rag.files import atomic_write
+    from rag.store import current_version_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {"index": str(index_dir), "seeds": str(seeds), "golden": str(golden), "model": model, "sizes": sizes}

@@ -74,7 +74,7 @@ def index(
     index_dir: IndexOpt = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="ignore the current index and start over")] = False,
 ) -> None:
-    """Build or update the index from the seeds folder (and PATHs): new and changed articles only."""
+    """Build or update the index from the seeds folder (and PATHs): new and changed articles only; nothing when nothing changed."""
     from rag.factory import build_embedder
     from rag.indexing import build_index
 
@@ -82,6 +82,10 @@ def index(
     report = build_index(settings, build_embedder(settings), extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
     for skipped in report.skipped:
         typer.echo(f"skipped: {skipped.reason}", err=True)
+    if report.up_to_date:
+        typer.echo(f"index is up to date: {len(report.unchanged)} documents, {report.n_chunks} chunks (nothing changed) "
+                   f"-> {settings.index_dir}/{report.version}")
+        return
     typer.echo(
         f"indexed {len(report.added) + len(report.changed) + len(report.unchanged)} documents, {report.n_chunks} chunks "
         f"(added {len(report.added)}, changed {len(report.changed)}, unchanged {len(report.unchanged)}, "
@@ -371,8 +375,8 @@ def eval_export(
     out: Annotated[Path, typer.Option("--out")] = ...,
 ) -> None:
     """Export the golden set for other tools."""
+    from rag.files import atomic_write
     from rag.golden import load_golden, to_beir_qrels, to_ragas_samples
-    from rag.store import atomic_write
 
     items = load_golden(golden)
     if fmt == "ragas":

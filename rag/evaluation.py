@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 from rag import metrics as m
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
+from rag.files import atomic_write, jsonl_bytes, open_private_append
 from rag.golden import GoldenItem, read_jsonl
 from rag.pipeline import NOT_FOUND, Pipeline
 from rag.policy import is_model_refusal
@@ -27,7 +27,6 @@ from rag.prompt import REFUSAL_TEXT
 from rag.records import Hit, Sentence
 from rag.rewrite import bounded, rewrite_question
 from rag.settings import Settings
-from rag.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,7 @@ class Evaluator:
         total, finished = len(items), sum(i.id in done for i in items)
         if progress:
             progress(finished, total)
-        with open(os.open(results_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8") as out:
+        with open_private_append(results_path) as out:
             def run_conversation(conv: list[GoldenItem]) -> list[dict]:
                 history: list[dict] = []
                 rows = []
@@ -263,7 +262,7 @@ class Evaluator:
             })
         if not results:
             raise RagError("no answer in the answers file matches an id of the golden set; check the `id` fields")
-        atomic_write(out_dir / RESULTS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results).encode("utf-8"))
+        atomic_write(out_dir / RESULTS, jsonl_bytes(results))
         return self._finish(results, "external", {"mode": "external", "answers": len(answers)}, out_dir)
 
     def _finish(self, results: list[dict], mode: str, config: dict, out_dir: Path) -> dict:

@@ -4,12 +4,13 @@ up/down with comments, evaluators' grades. Every write is one transaction; the f
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
+
+from rag.files import open_private_append
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -31,7 +32,7 @@ class FeedbackStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            open_private_append(path).close()
         self._local = threading.local()
         self._db().executescript(SCHEMA)  # idempotent; executescript manages its own transaction
 

@@ -2,7 +2,8 @@
 
 Unchanged documents (same content hash, model and chunker) keep their chunks and vectors;
 new or changed ones are chunked and embedded, after the kept ones; documents whose file is gone
-are dropped. When documents were only added, the new version extends the previous one's files.
+are dropped. When documents were only added, the new version extends the previous one's files;
+when nothing changed, no version is written.
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ import numpy as np
 from rag.chunking import Chunker, ChunkerConfig, passage_units
 from rag.embedding import Embedder
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
-from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, load_documents
-from rag.keywords import TermCounts, bm25_text
-from rag.records import Chunk, Document
-from rag.settings import Settings
-from rag.store import (
-    IndexStore,
-    Manifest,
+from rag.index_writer import (
     Vectors,
     index_lock,
     library_versions,
     new_version_name,
     write_version,
 )
+from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, load_documents
+from rag.keywords import TermCounts, bm25_text
+from rag.onnx_export import export_for
+from rag.records import Chunk, Document
+from rag.settings import Settings
+from rag.store import IndexStore, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class IndexReport:
     embedded_chunks: int = 0
     seconds: float = 0.0
     version: str = ""
+    up_to_date: bool = False  # nothing changed: no version was written, `version` is the current one
 
 
 def embedding_text(chunk: Chunk, with_title: bool) -> str:
@@ -82,7 +84,8 @@ def build_index(
 
 
 def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, sources: list[Path], progress: bool) -> IndexReport:
-    """One build under the lock: the previous version's unchanged articles kept, the rest embedded."""
+    """One build under the lock: the previous version's unchanged articles kept, the rest embedded;
+    nothing written when nothing changed."""
     loaded = load_documents(sources, _unchanged_files(previous))
     if not loaded.documents and not loaded.unchanged:
         names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
@@ -111,40 +114,69 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         report.removed = sorted(set(old_hashes) - set(hashes))
 
     n_chunks = len(kept_rows) + len(new_chunks)
-    index_type = choose_index_type(settings, n_chunks)
+    recipe = {  # what the manifest records of the collection and the settings, embedding aside
+        "embedding_model": settings.embedding_model,
+        "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title, "reader": READER_VERSION},
+        "documents": {doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
+        "index_type": choose_index_type(settings, n_chunks),
+        "sentence_vectors": settings.sentence_vectors,
+        "file_stats": loaded.file_stats,
+    }
+    report.n_chunks = n_chunks
+    report.embedded_chunks = len(new_chunks)
+    if previous is not None and not fresh and _same_as(previous, recipe) and not _moved(kept, read, previous):
+        report.up_to_date, report.version = True, previous.manifest.version
+    else:
+        plan = _Plan(recipe, read, kept, kept_rows, fresh, new_chunks)
+        report.version = _write(settings, embedder, previous, plan, progress)
+    export_for(embedder, lambda: _onnx_samples(settings, new_chunks))
+    return report
+
+
+def _same_as(previous: IndexStore, recipe: dict) -> bool:
+    """The previous version holds the same articles, read from the same files, under the same settings."""
+    return all(getattr(previous.manifest, name) == value for name, value in recipe.items())
+
+
+@dataclass
+class _Plan:
+    """What a build keeps of the previous version and what it adds after it."""
+
+    recipe: dict  # the manifest's fields that describe the collection and the settings
+    read: dict[str, Document]  # articles whose files were read again
+    kept: list[str]
+    kept_rows: np.ndarray  # the kept articles' passage rows in the previous version
+    fresh: list[Document]
+    new_chunks: list[Chunk]
+
+
+def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, plan: _Plan, progress: bool) -> str:
+    """Embed the new passages and write the version; returns its name."""
+    kept, kept_rows, new_chunks = plan.kept, plan.kept_rows, plan.new_chunks
     # Adding articles only appends: the previous version's files are shared and extended.
     appending = (
         previous is not None
-        and previous.manifest.index_type == index_type
-        and len(kept) == len(old_hashes)
-        and not _moved(kept, read, previous)
+        and previous.manifest.index_type == plan.recipe["index_type"]
+        and len(kept) == len(previous.manifest.documents)
+        and not _moved(kept, plan.read, previous)
     )
     vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
     manifest = Manifest(
-        embedding_model=settings.embedding_model,
+        **plan.recipe,
         dimension=embedder.dimension,
-        chunker=asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title, "reader": READER_VERSION},
-        documents={doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
-        index_type=index_type,
-        n_chunks=n_chunks,
+        n_chunks=len(kept_rows) + len(new_chunks),
         built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         versions=library_versions(),
         version=new_version_name(),
-        sentence_vectors=settings.sentence_vectors,
-        file_stats=loaded.file_stats,
     )
     terms = _term_counts(previous, kept_rows, new_chunks, appending)
     if appending:
-        write_version(settings.index_dir, manifest, fresh, new_chunks, vectors, settings.hnsw, previous, terms)
+        write_version(settings.index_dir, manifest, plan.fresh, new_chunks, vectors, settings.hnsw, previous, terms)
     else:
-        documents = [read.get(doc_id) or previous.documents[doc_id] for doc_id in kept] + fresh
+        documents = [plan.read.get(doc_id) or previous.documents[doc_id] for doc_id in kept] + plan.fresh
         chunks = [previous.chunks[row] for row in kept_rows] + new_chunks if kept else new_chunks
         write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, None, terms)
-    embedder.export_onnx(lambda: _onnx_samples(settings, new_chunks))
-    report.embedded_chunks = len(new_chunks)
-    report.n_chunks = n_chunks
-    report.version = manifest.version
-    return report
+    return manifest.version
 
 
 def _moved(kept: list[str], read: dict[str, Document], previous: IndexStore) -> bool:

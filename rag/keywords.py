@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rag.files import make_private
 from rag.records import Chunk
 
 TERM_COUNTS = "term_counts.npz"
@@ -124,9 +124,7 @@ def write_keyword_index(path: Path, terms: TermCounts) -> None:
 
     bm25_index(terms).save(str(path), show_progress=False)
     sparse.save_npz(path / TERM_COUNTS, terms.counts.tocsr(), compressed=False)
-    os.chmod(path, 0o700)
-    for f in path.iterdir():
-        os.chmod(f, 0o600)
+    make_private(path)
 
 
 def load_keyword_index(path: Path):

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from rag.errors import EndpointError
+from rag.files import open_private_append
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class LocalLLMServer:
         log_path = self.settings.data_dir / "llama-server.log"
         log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         log.info("starting the bundled LLM server on 127.0.0.1:%d with %s", self.port, model.name)
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
+        with open_private_append(log_path, "ab") as log_file:
             self.process = subprocess.Popen(self.command(model), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         atexit.register(self.stop)
         deadline = time.monotonic() + self.settings.local_llm_startup_timeout

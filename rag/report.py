@@ -7,7 +7,7 @@ import html
 import io
 from pathlib import Path
 
-from rag.store import atomic_write
+from rag.files import atomic_write
 
 HEADLINE = ("retrieval.hit@1", "retrieval.hit@5", "retrieval.mrr", "answer.f1", "answer.semantic_similarity",
             "citation.precision", "citation.recall", "refusal.accuracy")

@@ -1,36 +1,24 @@
-"""The index on disk: documents, chunks, vectors, a FAISS index and a BM25 index, with a manifest.
+"""Reading an index version: documents, chunks, vectors, FAISS and BM25 indexes, and its manifest.
 
-Each build is written to a fresh version folder and made current by atomically replacing
-the `CURRENT` pointer file, so a crash mid-build leaves the previous index usable.
-
-Records and vectors are append-only files whose sizes the manifest records; a version reads
-only its recorded prefix. Adding articles therefore hard-links the previous version's files
-into the new one and appends to them, instead of copying hundreds of megabytes: the previous
-version still reads exactly what it wrote, and what an interrupted build appended is cut off
-by the next one. The FAISS indexes are shared the same way: the newest rows they do not hold yet
-(up to `EXACT_TAIL` of them) are searched exactly from the vector files, and only a longer tail
-is folded in, which rewrites the index file.
+`CURRENT` names the version in service. Records and vectors are append-only files that later
+versions may share and extend, so a version reads only the bytes its manifest records; FAISS
+indexes may lag the vector files, and the rows after them are searched exactly. Writing a
+version is `rag.index_writer`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
-import os
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from rag.errors import IndexCorruptError, IndexLockedError, IndexMissingError, ModelMismatchError
-from rag.keywords import TermCounts, bm25_text, bm25_tokenize, load_keyword_index, read_term_counts, write_keyword_index
-from rag.records import Chunk, Document, HnswConfig
+from rag.errors import IndexCorruptError, IndexMissingError, ModelMismatchError
+from rag.keywords import TermCounts, bm25_tokenize, load_keyword_index, read_term_counts
+from rag.records import Chunk, Document
 
 log = logging.getLogger(__name__)
 
@@ -38,38 +26,8 @@ FORMAT = 2  # 2: append-only records and raw vector files, sizes in the manifest
 DOCUMENTS, CHUNKS = "documents.jsonl", "chunks.jsonl"
 VECTORS, SENTENCE_VECTORS, SENTENCE_OWNER = "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64"
 DENSE, SENTENCE_DENSE = "dense.faiss", "sentences.faiss"
-EXACT_TAIL = 10_000  # rows past a FAISS index, scanned exactly (~1 ms a query) until they are folded in
 CURRENT = "CURRENT"
-LOCK = ".lock"
 REBUILD_HINT = "run `rag index --rebuild`"
-
-
-def private_write(path: Path, data: bytes, append: bool = False) -> None:
-    """Write (or append to) a file readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    private_write(tmp, data)
-    os.replace(tmp, path)
-
-
-def jsonl_bytes(rows) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-
-
-@dataclass
-class Vectors:
-    """Chunk vectors in chunk order, and sentence vectors with the chunk row each belongs to."""
-
-    chunks: np.ndarray
-    sentences: np.ndarray
-    sentence_owner: np.ndarray
 
 
 @dataclass
@@ -103,31 +61,6 @@ class Manifest:
         return rows
 
 
-def build_dense_index(vectors: np.ndarray, index_type: str, hnsw: HnswConfig = HnswConfig(), base=None):
-    """A FAISS index over `vectors`; with `base`, that index extended by `vectors`."""
-    import faiss
-
-    index = base
-    if index is None and index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(vectors.shape[1], hnsw.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = hnsw.ef_construction
-    elif index is None:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-    if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    return index
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("sentence-transformers", "transformers", "torch", "faiss-cpu", "bm25s", "rag-articles"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
-
-
 class IndexStore:
     """A read-only index version. `load` reads everything now; `open` leaves the article and
     passage records until first used (adding an article to a large index never needs them)."""
@@ -143,9 +76,9 @@ class IndexStore:
         store = cls.open(index_dir, expected_model, ef_search)
         _ = store.documents, store.chunks  # a damaged file is reported at load, not mid-question
         store._check_catalog()
-        store._check_rows(DENSE, store.dense)
+        store.check_faiss_rows(DENSE, store.dense)
         if store.manifest.sentence_vectors:
-            store._check_rows(SENTENCE_DENSE, store.sentence_dense)
+            store.check_faiss_rows(SENTENCE_DENSE, store.sentence_dense)
         return store
 
     @classmethod
@@ -181,7 +114,7 @@ class IndexStore:
         if stored != [doc_id for doc_id, n in counts.items() for _ in range(n)] or counts.keys() != self.documents.keys():
             raise IndexCorruptError(f"{self.path / 'manifest.json'}: its articles do not match {CHUNKS} and {DOCUMENTS}; {REBUILD_HINT}")
 
-    def _check_rows(self, name: str, index) -> None:
+    def check_faiss_rows(self, name: str, index) -> None:
         if index.ntotal != self.manifest.faiss_rows.get(name):
             raise IndexCorruptError(f"{self.path / name}: {index.ntotal} vectors, expected {self.manifest.faiss_rows.get(name)}; {REBUILD_HINT}")
 
@@ -225,6 +158,14 @@ class IndexStore:
         if len(chunks) != self.manifest.n_chunks:
             raise IndexCorruptError(f"{path}: {len(chunks)} chunks, manifest says {self.manifest.n_chunks}; {REBUILD_HINT}")
         return chunks
+
+    @cached_property
+    def _chunk_by_id(self) -> dict[str, Chunk]:
+        return {c.chunk_id: c for c in self.chunks}
+
+    def chunk(self, chunk_id: str) -> Chunk | None:
+        """The passage with this id, if the index holds it (a dict built on first use, not a scan)."""
+        return self._chunk_by_id.get(chunk_id)
 
     def _read_records(self, name: str) -> list[dict]:
         path = self.path / name
@@ -385,7 +326,6 @@ class IndexStore:
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
 
-# ---- writing --------------------------------------------------------------------------------
 def current_version_dir(index_dir: Path) -> Path:
     pointer = index_dir / CURRENT
     if not pointer.is_file():
@@ -395,150 +335,6 @@ def current_version_dir(index_dir: Path) -> Path:
     if not name or "/" in name or not version_dir.is_dir():
         raise IndexCorruptError(f"{pointer}: points to a missing index version {name!r}; {REBUILD_HINT}")
     return version_dir
-
-
-def write_version(
-    index_dir: Path,
-    manifest: Manifest,
-    documents: list[Document],
-    chunks: list[Chunk],
-    vectors: Vectors,
-    hnsw: HnswConfig = HnswConfig(),
-    appended_to: IndexStore | None = None,
-    terms: TermCounts | None = None,
-) -> Path:
-    """Write an index version beside the current one, then switch `CURRENT` to it.
-
-    Passages must come article by article, in `documents` order. Without `appended_to`, the
-    arguments are the whole index. With it (the previous version), they are what follows its
-    rows: its files are shared and extended, and its FAISS indexes shared until `EXACT_TAIL` rows
-    lie past them, then extended, never rebuilt (an HNSW graph of 100,000 passages takes minutes).
-    `terms`: every passage's term counts, when the caller kept most of them from the previous version."""
-    index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    version_dir = index_dir / manifest.version
-    tmp_dir = index_dir / f".building-{manifest.version}"
-    base = appended_to
-    manifest.chunk_counts, manifest.sources = _catalog(documents, chunks, base)
-    tmp_dir.mkdir(mode=0o700)
-    manifest.n_sentences = (base.manifest.n_sentences if base else 0) + len(vectors.sentence_owner)
-    files = {
-        DOCUMENTS: jsonl_bytes(d.to_dict() for d in documents),
-        CHUNKS: jsonl_bytes(vars(c) for c in chunks),  # flat: vars, not asdict
-        VECTORS: _raw(vectors.chunks, np.float32),
-    }
-    if manifest.sentence_vectors:
-        files |= {SENTENCE_VECTORS: _raw(vectors.sentences, np.float32), SENTENCE_OWNER: _raw(vectors.sentence_owner, np.int64)}
-    manifest.sizes = {name: _extend_file(tmp_dir / name, data, base) for name, data in files.items()}
-    ann = _AnnWriter(manifest.index_type, hnsw, base)
-    manifest.faiss_rows = {DENSE: ann.write(tmp_dir / DENSE, vectors.chunks, manifest.n_chunks)}
-    if manifest.sentence_vectors:
-        manifest.faiss_rows[SENTENCE_DENSE] = ann.write(tmp_dir / SENTENCE_DENSE, vectors.sentences, manifest.n_sentences)
-    every_chunk = [*(base.chunks if base and not terms else []), *chunks]
-    write_keyword_index(tmp_dir / "bm25", terms or TermCounts.empty().extended([bm25_text(c) for c in every_chunk]))
-    private_write(tmp_dir / "manifest.json", json.dumps(vars(manifest)).encode("utf-8"))
-    os.replace(tmp_dir, version_dir)
-    atomic_write(index_dir / CURRENT, manifest.version.encode("utf-8"))
-    prune_versions(index_dir, keep=manifest.version)
-    return version_dir
-
-
-def _catalog(documents: list[Document], chunks: list[Chunk], base: IndexStore | None) -> tuple[dict[str, int], dict[str, str | None]]:
-    """Passage counts and source files per article, in storage order, the base version's first."""
-    counts = dict(base.manifest.chunk_counts) if base else {}
-    sources = dict(base.manifest.sources) if base else {}
-    order = {d.doc_id: i for i, d in enumerate(documents)}
-    for d in documents:
-        counts[d.doc_id], sources[d.doc_id] = 0, d.source_path
-    last = 0
-    for c in chunks:
-        if order.get(c.doc_id, -1) < last:
-            raise ValueError(f"passage {c.chunk_id} is out of its article's order, or its article is not given")
-        last = order[c.doc_id]
-        counts[c.doc_id] += 1
-    return counts, sources
-
-
-def _extend_file(path: Path, data: bytes, base: IndexStore | None) -> int:
-    """Write `data` after the base version's recorded bytes of the same file, which are shared
-    (hard-linked), not copied. Returns the bytes this version reads."""
-    if base is None:
-        private_write(path, data)
-        return len(data)
-    kept = base.recorded_size(path.name)
-    _share(base.path / path.name, path)
-    os.truncate(path, kept)  # drops what an interrupted build appended; the base reads no further
-    private_write(path, data, append=True)
-    return kept + len(data)
-
-
-@dataclass
-class _AnnWriter:
-    """Writes a version's FAISS indexes: with a base version, its index is shared (hard-linked)
-    while the rows it lacks stay within `EXACT_TAIL`, else extended by them and written anew."""
-
-    index_type: str
-    hnsw: HnswConfig
-    base: IndexStore | None
-
-    def write(self, path: Path, new: np.ndarray, n_rows: int) -> int:
-        """The index for the file `path.name` over `n_rows` rows, the last of which are `new`; returns the rows it holds."""
-        if self.base is None:
-            _save_faiss(path, build_dense_index(new, self.index_type, self.hnsw))
-            return n_rows
-        held = self.base.manifest.faiss_rows[path.name]
-        if n_rows - held <= EXACT_TAIL:
-            _share(self.base.path / path.name, path)
-            return held
-        index, stored = (self.base.dense, self.base.vectors) if path.name == DENSE else (self.base.sentence_dense, self.base.sentence_vectors)
-        self.base._check_rows(path.name, index)
-        _save_faiss(path, build_dense_index(np.concatenate([stored[held:], new]), self.index_type, self.hnsw, index))
-        return n_rows
-
-
-def _share(source: Path, path: Path) -> None:
-    """A hard link: the new version shares the file instead of a copy of it."""
-    try:
-        os.link(source, path)
-    except OSError:  # a file system without hard links
-        shutil.copyfile(source, path)
-        os.chmod(path, 0o600)
-
-
-def _raw(array: np.ndarray, dtype) -> bytes:
-    return np.ascontiguousarray(array, dtype=dtype).tobytes()
-
-
-def _save_faiss(path: Path, index) -> None:
-    import faiss
-
-    faiss.write_index(index, str(path))
-    os.chmod(path, 0o600)
-
-
-def prune_versions(index_dir: Path, keep: str) -> None:
-    """Drop older versions and folders left by interrupted builds."""
-    for child in index_dir.iterdir():
-        if child.is_dir() and child.name != keep and (child.name.startswith("v-") or child.name.startswith(".building-")):
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def new_version_name() -> str:
-    return f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-@contextlib.contextmanager
-def index_lock(index_dir: Path, wait: bool = False):
-    """One writer at a time; a second `rag index` refuses clearly (or waits)."""
-    index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(index_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise IndexLockedError(f"another `rag index` is writing {index_dir}; wait for it to finish and try again") from exc
-        yield
-    finally:
-        os.close(fd)
 
 
 def _read_manifest(path: Path) -> Manifest:

@@ -46,6 +46,31 @@ def test_index_reports_what_it_did(workspace):
     assert "Traceback" not in result.stderr
 
 
+def files_below(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_index_with_nothing_changed_writes_nothing_and_says_so(workspace, tmp_path):
+    paths, _ = workspace
+    index_dir = tmp_path / "index"
+    shutil.copytree(paths["index_dir"], index_dir)  # the same seeds folder: the articles come from the same files
+    version = (index_dir / "CURRENT").read_text(encoding="utf-8")
+    n_chunks = json.loads((index_dir / version / "manifest.json").read_text(encoding="utf-8"))["n_chunks"]
+    before = files_below(index_dir)
+
+    result = run_rag("index", cwd=tmp_path, index_dir=index_dir, seeds_dir=paths["seeds_dir"])
+    assert result.returncode == 0, result.stderr
+    expected = f"index is up to date: 5 documents, {n_chunks} chunks (nothing changed) -> {index_dir}/{version}"
+    assert result.stdout.strip() == expected
+    assert files_below(index_dir) == before  # no new version folder, CURRENT and every file untouched
+
+    rebuilt = run_rag("index", "--rebuild", cwd=tmp_path, index_dir=index_dir, seeds_dir=paths["seeds_dir"])
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "added 5, changed 0, unchanged 0, removed 0" in rebuilt.stdout
+    new_version = (index_dir / "CURRENT").read_text(encoding="utf-8")
+    assert new_version != version and sorted(p.name for p in index_dir.glob("v-*")) == [new_version]
+
+
 def test_search_json_has_the_documented_shape(workspace):
     paths, _ = workspace
     result = run_rag("search", "How much will Russia lend Belarus?", "--json", "--top-k", "3", **paths)
@@ -161,7 +186,7 @@ def test_bench_writes_medians_plots_and_the_machine(workspace, tmp_path):
     paths, _ = workspace
     out = tmp_path / "bench"
     result = run_rag("bench", "--scenario", "retrieval", "--scenario", "scale", "--sizes", "3000", "--out", str(out),
-                     **(paths | {"cwd": ROOT}))  # the scenarios read eval/golden.jsonl and seeds/ from the project
+                     "--golden", str(ROOT / "eval" / "golden.jsonl"), **(paths | {"cwd": tmp_path}))  # paths as arguments
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["cores"] == os.cpu_count() and "faiss-cpu" in data["machine"]["libraries"]
@@ -187,10 +212,9 @@ def test_bench_rejects_an_unknown_scenario(workspace, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_bench_incremental_adds_articles_one_by_one_and_embeds_only_them(tmp_path, monkeypatch):
-    from rag.bench import ADDITIONS, incremental_at_scale
+def test_bench_incremental_adds_articles_one_by_one_and_embeds_only_them(tmp_path):
+    from bench.harness import ADDITIONS, incremental_at_scale
 
-    monkeypatch.chdir(ROOT)  # the synthetic corpus is made of the project's seed paragraphs
     figures = incremental_at_scale(tmp_path, ROOT / "seeds", n=300)
     per_article = figures["chunks embedded per article"]
     assert len(per_article) == ADDITIONS and all(n >= 1 for n in per_article)

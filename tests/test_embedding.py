@@ -1,4 +1,5 @@
-"""rag/embedding.py: the packaged all-MiniLM-L6-v2 loads offline and gives normalised 384-d vectors."""
+"""rag/embedding.py and rag/onnx_export.py: the packaged all-MiniLM-L6-v2 loads offline and gives normalised
+384-d vectors; its ONNX export gives the same vectors without torch."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import ONNX_TOLERANCE, Embedder, resolve_model_path
+from rag.embedding import Embedder, resolve_model_path
 from rag.errors import RagError
+from rag.onnx_export import ONNX_TOLERANCE, OnnxExporter, export_for
 from rag.settings import DEFAULT_EMBEDDING_MODEL
 
 LOAN = "Putin said Russia would extend Belarus a government loan of $1.5 billion."
@@ -76,9 +78,11 @@ def test_a_missing_model_folder_is_a_rag_error(tmp_path):
 @pytest.mark.integration
 def test_onnx_export_gives_the_same_vectors_without_loading_torch(embedder, tmp_path):
     texts = [LOAN, UNRELATED, "Minsk", "How much money will Russia lend to Belarus? " * 20]
-    exporter = Embedder(onnx_cache=tmp_path / "onnx")
-    exporter.__dict__["model"] = embedder.model  # the session's loaded model does the export
-    assert exporter.export_onnx(lambda: texts)
+    exporter = OnnxExporter(embedder.model, DEFAULT_EMBEDDING_MODEL, tmp_path / "onnx")  # the session's loaded model
+    assert exporter.unexportable_reason() is None
+    assert exporter.export(texts)
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [exporter.folder.name]  # renamed into place, no leftovers
+    assert {p.stat().st_mode & 0o777 for p in exporter.folder.iterdir()} == {0o600}
     fresh = Embedder(onnx_cache=tmp_path / "onnx")
     assert fresh.runtime_in_use == "onnx"
     queries = fresh.encode_queries(texts)
@@ -86,6 +90,17 @@ def test_onnx_export_gives_the_same_vectors_without_loading_torch(embedder, tmp_
     reference = embedder.encode_queries(texts)
     assert float((1 - (queries * reference).sum(axis=1)).max()) <= ONNX_TOLERANCE
     assert fresh.count_tokens("Minsk and Moscow") == len(embedder.tokenizer("Minsk and Moscow", add_special_tokens=False)["input_ids"])
+
+
+def test_an_existing_export_is_kept_and_a_torch_runtime_exports_nothing(tmp_path):
+    folder = tmp_path / "onnx" / "sentence-transformers_all-MiniLM-L6-v2"
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text("{}")
+    unloaded = Embedder(onnx_cache=tmp_path / "onnx")
+    assert export_for(unloaded, lambda: pytest.fail("no samples are needed: nothing is exported"))
+    assert "model" not in unloaded.__dict__  # the model was not loaded to find that out
+    assert not export_for(Embedder(onnx_cache=tmp_path / "other", runtime="torch"), lambda: pytest.fail("not asked"))
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_damaged_onnx_export_falls_back_to_sentence_transformers(tmp_path):

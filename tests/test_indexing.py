@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -75,30 +76,50 @@ def assert_same_vectors(old: IndexStore, new: IndexStore, doc_ids: set[str]) -> 
         np.testing.assert_array_equal(new_sentences[chunk_id], old_sentences[chunk_id])
 
 
-def test_second_build_is_unchanged_and_rebuild_embeds_all(settings, embedder, base_index):
+def snapshot(index_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file below the index folder: its size and modification time."""
+    return {str(p.relative_to(index_dir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in index_dir.rglob("*")}
+
+
+def test_second_build_writes_nothing_and_rebuild_embeds_all(settings, embedder, base_index):
     first = base_index[1]
     assert first.added == SEED_IDS
     assert first.embedded_chunks == first.n_chunks >= 20
-    assert first.skipped == []
-    before = IndexStore.load(settings.index_dir)
+    assert first.skipped == [] and not first.up_to_date
+    moved = build_index(settings, embedder)  # the base index read another seeds folder: the new files are recorded
+    assert not moved.up_to_date and moved.embedded_chunks == 0
+    before = snapshot(settings.index_dir)
 
     second = build_index(settings, embedder)
+    assert second.up_to_date
     assert second.unchanged == SEED_IDS
     assert (second.added, second.changed, second.removed) == ([], [], [])
     assert second.embedded_chunks == 0
     assert second.n_chunks == first.n_chunks
-    assert second.version != first.version
-    after = IndexStore.load(settings.index_dir)
-    assert after.path.name == second.version
-    assert not before.path.exists()  # the old version was pruned
-    assert [c.chunk_id for c in after.chunks] == [c.chunk_id for c in before.chunks]
-    assert_same_vectors(before, after, set(SEED_IDS))
-    assert len(after.sentence_owner) == len(before.sentence_owner)
+    assert second.version == moved.version
+    assert snapshot(settings.index_dir) == before  # no version folder, CURRENT untouched, nothing rewritten
 
     rebuilt = build_index(settings, embedder, rebuild=True)
+    assert not rebuilt.up_to_date
     assert rebuilt.added == SEED_IDS
     assert rebuilt.unchanged == []
     assert rebuilt.embedded_chunks == rebuilt.n_chunks == first.n_chunks
+    assert rebuilt.version != moved.version
+    assert (settings.index_dir / "CURRENT").read_text(encoding="utf-8") == rebuilt.version
+
+
+def test_other_settings_or_a_touched_file_are_not_up_to_date(settings, embedder, seeds_copy):
+    """The collection is the same, but what the manifest records is not: a version is written."""
+    assert build_index(settings, embedder).version and build_index(settings, embedder).up_to_date  # this seeds copy recorded
+    changed = build_index(settings.with_overrides(ann_threshold=10), embedder)  # flat -> HNSW
+    assert not changed.up_to_date and changed.embedded_chunks == 0
+    assert IndexStore.load(settings.index_dir).manifest.index_type == "hnsw"
+    touched = seeds_copy / f"{SEED_IDS[1]}.txt"
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # saved again, same text: its new time is recorded
+    again = build_index(settings.with_overrides(ann_threshold=10), embedder)
+    assert not again.up_to_date and again.version != changed.version
+    assert build_index(settings.with_overrides(ann_threshold=10), embedder).up_to_date
 
 
 def test_changing_one_article_re_embeds_only_that_article(settings, embedder, seeds_copy):
@@ -222,22 +243,23 @@ def _record(seen: list, rows) -> list:
 
 
 def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_exactly(settings, embedder, tmp_path, monkeypatch):
+    import rag.index_writer
     import rag.store
 
     hnsw = settings.with_overrides(index_type="hnsw")
     build_index(hnsw, embedder, rebuild=True)
     before = IndexStore.load(settings.index_dir)
     extended = []
-    real = rag.store.build_dense_index
+    real = rag.index_writer.build_dense_index
 
     def spy(vectors, index_type, config, base=None):
         extended.append(None if base is None else base.ntotal)
         return real(vectors, index_type, config, base)
 
-    monkeypatch.setattr(rag.store, "build_dense_index", spy)
+    monkeypatch.setattr(rag.index_writer, "build_dense_index", spy)
     encoded, parsed = [], []
-    real_jsonl, real_parse = rag.store.jsonl_bytes, rag.store._parse_jsonl
-    monkeypatch.setattr(rag.store, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
+    real_jsonl, real_parse = rag.index_writer.jsonl_bytes, rag.store._parse_jsonl
+    monkeypatch.setattr(rag.index_writer, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
     monkeypatch.setattr(rag.store, "_parse_jsonl", lambda path, data: parsed.append(path.name) or real_parse(path, data))
     shared = ("documents.jsonl", "chunks.jsonl", "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64", "dense.faiss", "sentences.faiss")
     previous = {name: ((before.path / name).stat().st_ino, (before.path / name).read_bytes()) for name in shared}
@@ -268,7 +290,7 @@ def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_e
     assert [row for row, _ in after._vector_search(after.dense, after.vectors, query[None, :], 3, None)] == list(exact)
 
     # past EXACT_TAIL the new rows are folded into the graph: extended, not rebuilt
-    monkeypatch.setattr(rag.store, "EXACT_TAIL", 0)
+    monkeypatch.setattr(rag.index_writer, "EXACT_TAIL", 0)
     second = tmp_path / "grain-corridor-2.md"
     second.write_text(NEW_ARTICLE.replace("corridor", "route"), encoding="utf-8")
     build_index(hnsw, embedder, extra_paths=[extra, second])
@@ -286,7 +308,7 @@ def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_e
     assert_same_vectors(folded, rebuilt, {*SEED_IDS[1:], "grain-corridor", "grain-corridor-2"})
 
     # an article removed after an addition whose rows are still past the graph: the rows are renumbered
-    monkeypatch.setattr(rag.store, "EXACT_TAIL", 10_000)
+    monkeypatch.setattr(rag.index_writer, "EXACT_TAIL", 10_000)
     third = tmp_path / "grain-corridor-3.md"
     third.write_text(NEW_ARTICLE.replace("corridor", "lane"), encoding="utf-8")
     build_index(hnsw, embedder, extra_paths=[extra, second, third])
@@ -300,8 +322,6 @@ def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_e
 
 
 def test_unchanged_files_are_not_read_again(settings, embedder, seeds_copy, monkeypatch):
-    import os
-
     import rag.ingest
 
     build_index(settings, embedder)  # records each file's size and modification time

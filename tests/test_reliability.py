@@ -20,8 +20,9 @@ import pytest
 from conftest import SEEDS_DIR
 from llm_servers import Cut, Fail, Reply, Sleep, free_port, scripted_llm, scripted_pipeline  # noqa: F401
 from rag.factory import build_pipeline
+from rag.index_writer import index_lock
 from rag.pipeline import AnswerEvent, NoticeEvent, SourcesEvent
-from rag.store import CURRENT, IndexStore, index_lock
+from rag.store import CURRENT, IndexStore
 
 ROOT = Path(__file__).resolve().parents[1]
 RAG = [sys.executable, "-m", "rag"]  # `python -m rag`, as a user of the checkout runs it

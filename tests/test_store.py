@@ -1,4 +1,5 @@
-"""rag/store.py: what is written reads back the same; damage is reported by file name; switches are atomic."""
+"""rag/store.py and rag/index_writer.py: what is written reads back the same; damage is reported by file name;
+switches are atomic."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag import index_writer
 from rag import store as store_module
 from rag.errors import IndexCorruptError, IndexLockedError, IndexMissingError, ModelMismatchError, RagError
 from rag.records import Chunk, Document, Removal
 from rag.retrieval import HybridRetriever
-from rag.store import CURRENT, IndexStore, Manifest, Vectors, current_version_dir, index_lock, write_version
+from rag.index_writer import Vectors, index_lock, write_version
+from rag.store import CURRENT, IndexStore, Manifest, current_version_dir
 
 DIM = 8
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -89,6 +92,14 @@ def test_dense_search_finds_each_chunk_by_its_own_vector(tiny):
     # allowed rows restrict the search; k is clamped to what is allowed
     allowed = np.array([4, 5])
     assert sorted(r for r, _ in loaded.dense_search(vectors.chunks[0], k=10, allowed=allowed)) == [4, 5]
+
+
+def test_a_chunk_is_found_by_its_id(tiny):
+    index_dir, _, chunks, _ = tiny
+    loaded = IndexStore.load(index_dir)
+    assert [loaded.chunk(c.chunk_id) for c in chunks] == chunks
+    assert loaded.chunk("no-such-chunk") is None
+    assert loaded.chunk(chunks[3].chunk_id) is loaded.chunks[3]  # the stored passage itself, not a copy
 
 
 def test_bm25_search_ranks_keyword_matches_and_respects_allowed(tiny):
@@ -243,7 +254,7 @@ def test_a_crash_while_writing_keeps_the_previous_version(tiny, monkeypatch):
     def crash(path, texts):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module, "write_keyword_index", crash)
+    monkeypatch.setattr(index_writer, "write_keyword_index", crash)
     with pytest.raises(OSError, match="disk full"):
         tiny_version(index_dir, version="v-2", seed=5)
     assert (index_dir / CURRENT).read_text() == "v-1"

@@ -180,7 +180,8 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
         doc = pipeline.store.documents.get(doc_id)  # only indexed documents, looked up by id: never a path
         if doc is None:
             return PlainTextResponse("Not found", status_code=404)
-        passage = next((c for c in pipeline.store.chunks if c.chunk_id == chunk and c.doc_id == doc_id), None) if chunk else None
+        passage = pipeline.store.chunk(chunk) if chunk else None
+        passage = passage if passage is not None and passage.doc_id == doc_id else None
         page = render.article_page(doc, passage.start if passage else None, passage.end if passage else None)
         return HTMLResponse(page, headers=SECURITY_HEADERS)
 

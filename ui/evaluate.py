@@ -15,11 +15,11 @@ import gradio as gr
 from rag.errors import RagError
 from rag.evaluation import Evaluator, judged_correct, read_results
 from rag.feedback import GRADES, FeedbackStore
+from rag.files import atomic_write
 from rag.golden import load_golden
 from rag.pipeline import Pipeline
 from rag.settings import Settings
 from rag.report import plots
-from rag.store import atomic_write
 
 EVAL_DIR = Path("eval")
 COLUMNS = ["id", "type", "question", "reference", "answer", "refused", "F1", "semantic", "hit@5", "citation recall"]
