@@ -220,3 +220,17 @@ def test_bench_incremental_adds_articles_one_by_one_and_embeds_only_them(tmp_pat
     assert len(per_article) == ADDITIONS and all(n >= 1 for n in per_article)
     assert figures["passages after"] == figures["passages before"] + sum(per_article)
     assert figures["seconds per added article"]["runs"] == ADDITIONS
+
+
+def test_eval_retrieval_compares_the_three_retrievers_on_the_golden_set(workspace):
+    paths, _ = workspace
+    golden = str(ROOT / "eval" / "golden.jsonl")
+    result = run_rag("eval", "retrieval", "--golden", golden, "--json", **paths)
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert list(table) == ["dense", "bm25", "hybrid"]
+    assert {row["n"] for row in table.values()} == {table["hybrid"]["n"]} and table["hybrid"]["n"] >= 50
+    assert table["hybrid"]["doc_hit@5"] >= 0.95 and table["hybrid"]["passage@5"] >= 0.9
+    assert table["hybrid"]["passage@5"] >= max(table["dense"]["passage@5"], table["bm25"]["passage@5"])
+    shown = run_rag("eval", "retrieval", "--golden", golden, "--top-k", "3", **paths)
+    assert shown.returncode == 0 and "| hybrid |" in shown.stdout and "top 3)" in shown.stdout

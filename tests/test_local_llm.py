@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -81,3 +86,37 @@ def test_a_broken_gguf_file_reports_the_exit_and_the_log(tmp_path):
         server.ensure_running()
     assert str(tmp_path / "data" / "llama-server.log") in str(caught.value)
     assert not is_serving(server.port)
+
+
+# ---- `rag serve-llm`, as a user runs it ---------------------------------------------------------------
+def serve_llm(port: int, tmp_path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "RAG_"))}
+    env |= {"HF_HUB_OFFLINE": "1", "RAG_DATA_DIR": str(tmp_path / "data")}
+    rag = Path(sys.executable).with_name("rag")
+    return subprocess.Popen([str(rag), "serve-llm", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_serve_llm_runs_the_bundled_model_until_stopped_and_takes_it_down(tmp_path):
+    port = free_port()
+    proc = serve_llm(port, tmp_path)
+    try:
+        line = proc.stdout.readline()  # printed once the server answers
+        assert line.startswith(f"bundled LLM started at http://127.0.0.1:{port}/v1"), line + proc.stderr.read()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
+            assert json.load(response)["data"][0]["id"].endswith(BUNDLED_GGUF)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    assert not is_serving(port)  # the model server it started went down with it
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_serve_llm_leaves_a_running_server_alone(local_llm, tmp_path):
+    port = urlsplit(local_llm).port
+    proc = serve_llm(port, tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"bundled LLM already running at {local_llm}")
+    assert is_serving(port)  # still serving: it was not ours to stop
