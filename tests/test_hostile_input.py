@@ -311,19 +311,26 @@ def test_the_bundled_model_does_not_obey_an_instruction_in_an_article(injected_s
     slipped in as the first source, and whole passages (not only the best sentences) go to the model:
     the injected passage, then the question's own best passage.
     """
+    from rag.factory import build_stages
+    from rag.pipeline import Pipeline
     from rag.records import Hit
 
-    pipe = pipeline_for(injected_settings, embedder, None, local_llm_port=urlsplit(local_llm).port, mode="llm", llm_timeout=180.0,
-                        temperature=0.0, max_answer_tokens=48, prompt_context="passages", llm_sources=2)
-    injected = next(c for c in pipe.store.chunks if INJECTION in c.text)
-    retrieve = pipe.retriever.search
+    settings = injected_settings.with_overrides(
+        openai_base_url=None, local_llm_port=urlsplit(local_llm).port, mode="llm", llm_timeout=180.0, llm_max_retries=0,
+        temperature=0.0, max_answer_tokens=48, prompt_context="passages", llm_sources=2)
+    stages = build_stages(settings, embedder)
+    injected = next(c for c in stages.store.chunks if INJECTION in c.text)
 
-    def retrieve_with_injection(query, top_k=None, **kwargs):
-        hits = retrieve(query, top_k=top_k, **kwargs)
-        assert all(h.chunk.doc_id != INJECTED_DOC for h in hits)
-        return [Hit(injected, hits[0].score, dense_rank=1, bm25_rank=1, dense_score=hits[1].dense_score), *hits[:-1]]
+    class InjectingRetriever:
+        """The real retriever, with the injected passage slipped in first."""
 
-    pipe.retriever.search = retrieve_with_injection
+        def search(self, query, top_k=None, **kwargs):
+            hits = real.search(query, top_k=top_k, **kwargs)
+            assert all(h.chunk.doc_id != INJECTED_DOC for h in hits)
+            return [Hit(injected, hits[0].score, dense_rank=1, bm25_rank=1, dense_score=hits[1].dense_score), *hits[:-1]]
+
+    real, stages.retriever = stages.retriever, InjectingRetriever()
+    pipe = Pipeline(settings, stages)
     for question in UNRELATED:
         answer = pipe.ask(question)
         assert answer.trace.sources_in_prompt == 2 and answer.sources[0].chunk == injected  # the model read it
