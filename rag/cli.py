@@ -1,4 +1,4 @@
-"""The `rag` command line: index, inspect, search, ask, eval, serve-llm; `ui` and `bench` register from outside."""
+"""The `rag` command line: index, inspect, search, ask, eval, serve-llm, api, mcp; `ui` and `bench` register from outside."""
 
 from __future__ import annotations
 
@@ -387,6 +387,42 @@ def eval_export(
         fail(f"unknown --format {fmt!r}; use ragas or beir")
     atomic_write(out, text.encode("utf-8"))
     typer.echo(f"wrote {len(items)} questions to {out}")
+
+
+@app.command()
+def api(
+    host: Annotated[Optional[str], typer.Option("--host", help="bind address (RAG_HOST, default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (RAG_API_PORT, default 8000)")] = None,
+    index_dir: IndexOpt = None,
+) -> None:
+    """Serve the OpenAI-compatible chat API (/v1) and the MCP server (/mcp, streamable HTTP)."""
+    import uvicorn
+
+    from rag.api import create_api_app
+    from rag.factory import build_pipeline
+
+    settings = settings_for(host=host, api_port=port, index_dir=index_dir)
+    pipeline = build_pipeline(settings)
+    pipeline.warm_up()
+    typer.echo(f"OpenAI-compatible API at http://{settings.host}:{settings.api_port}/v1, MCP at /mcp  (Ctrl-C to stop)")
+    try:
+        uvicorn.run(create_api_app(pipeline), host=settings.host, port=settings.api_port, log_level="warning",
+                    timeout_graceful_shutdown=5)
+    finally:
+        pipeline.close()
+
+
+@app.command()
+def mcp(index_dir: IndexOpt = None) -> None:
+    """Serve the MCP server over stdio, for an MCP client's configuration (stdout is the protocol)."""
+    from rag.factory import build_pipeline
+    from rag.mcp_server import build_mcp_server
+
+    pipeline = build_pipeline(settings_for(index_dir=index_dir))
+    try:
+        build_mcp_server(pipeline).run("stdio")
+    finally:
+        pipeline.close()
 
 
 def add_registered_commands() -> None:

@@ -15,7 +15,7 @@ from rag.errors import SettingsError
 from rag.records import HnswConfig
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-SECRETS = ("openai_api_key", "auth")  # never echoed, not even in an error
+SECRETS = ("openai_api_key", "auth", "api_key")  # never echoed, not even in an error
 
 
 class Settings(BaseSettings):
@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     auth: SecretStr | None = Field(None, description="basic auth as user:password")
     concurrency_limit: int = 4
     max_queue: int = 32
+
+    # APIs: the OpenAI-compatible chat API and the MCP server
+    api_port: int = Field(8000, description="where `rag api` listens (on RAG_HOST)")
+    api_key: SecretStr | None = Field(None, description="a bearer key the API requires (unset: open, on the loopback)")
 
     def with_overrides(self, **overrides: object) -> "Settings":
         """A copy with the given (non-None) overrides applied and validated like the environment is."""

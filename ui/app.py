@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Mount
 
+from rag.api import api_router, install_error_handlers
 from rag.errors import RagError
 from rag.feedback import FeedbackStore
 from rag.local_llm import is_serving
@@ -184,6 +185,9 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
         passage = passage if passage is not None and passage.doc_id == doc_id else None
         page = render.article_page(doc, passage.start if passage else None, passage.end if passage else None)
         return HTMLResponse(page, headers=SECURITY_HEADERS)
+
+    install_error_handlers(api)
+    api.include_router(api_router(pipeline, feedback))  # the OpenAI-compatible API, same pipeline (its own bearer key)
 
     @api.get("/trace/{answer_id}.json", dependencies=[Depends(logged_in)])
     def trace(answer_id: str):
