@@ -23,7 +23,8 @@ def build_embedder(settings: Settings) -> Embedder:
                     onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
 
 
-def build_stages(settings: Settings, embedder: Embedder | None = None, store: IndexStore | None = None) -> Stages:
+def build_stages(settings: Settings, embedder: Embedder | None = None, store: IndexStore | None = None,
+                 llm: LLMProvider | None = None) -> Stages:
     """Raises IndexMissingError (and the other index errors) when the index cannot be read."""
     embedder = embedder or build_embedder(settings)
     store = store or IndexStore.load(settings.index_dir, settings.embedding_model, settings.hnsw_ef_search)
@@ -35,7 +36,7 @@ def build_stages(settings: Settings, embedder: Embedder | None = None, store: In
         policy=AnswerPolicy(PolicyModel.load(settings.policy_model), settings.refuse_below, settings.unsure_below,
                             word_vectors, store.specificity),
         grounding=GroundingChecker(embedder, settings.support_threshold, settings.support_coverage, settings.clause_coverage),
-        llm=LLMProvider(settings),
+        llm=llm or LLMProvider(settings),
         embedder=embedder,
     )
 
@@ -43,4 +44,6 @@ def build_stages(settings: Settings, embedder: Embedder | None = None, store: In
 def build_pipeline(settings: Settings | None = None, embedder: Embedder | None = None,
                    store: IndexStore | None = None) -> Pipeline:
     settings = settings or Settings()
-    return Pipeline(settings, build_stages(settings, embedder, store))
+    stages = build_stages(settings, embedder, store)
+    # A newer index is read with the same model and the same LLM (one bundled server, not two).
+    return Pipeline(settings, stages, rebuild=lambda: build_stages(settings, stages.embedder, llm=stages.llm))

@@ -287,11 +287,11 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
 
 
 def _sources(settings: Settings, previous: IndexStore | None, extra: list[Path]) -> list[Path]:
-    """The seeds folder, files added earlier that still exist, and the new paths."""
+    """The seeds folder, the Library tab's folder, files added earlier that still exist, and the new paths."""
     if not settings.seeds_dir.is_dir():
         raise RagError(f"seeds folder {settings.seeds_dir} not found; create it or pass --seeds DIR")
     inside_seeds = os.path.join(settings.seeds_dir.resolve(), "")
-    sources = [settings.seeds_dir]
+    sources = [settings.seeds_dir] + ([settings.library_dir] if settings.library_dir.is_dir() else [])
     if previous:
         for path in previous.manifest.sources.values():  # stored resolved: a string test, not a Path per article
             if path and not path.startswith(inside_seeds) and os.path.isfile(path):

@@ -7,8 +7,9 @@ The stages are built by `rag.factory.build_pipeline` and handed in; this module 
 from __future__ import annotations
 
 import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from rag.records import Answer, Citation, Hit, Sentence, Trace
 from rag.retrieval import Filters, Method
 from rag.rewrite import bounded, rewrite_question
 from rag.settings import Settings
+from rag.store import served_version
 
 
 REFUSAL_HEADLINE = "Not found in the articles"
@@ -79,16 +81,31 @@ def validate_question(question: str, max_chars: int) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, stages: Stages):
+    def __init__(self, settings: Settings, stages: Stages, rebuild: Callable[[], Stages] | None = None):
+        """`rebuild`: new stages over the index as it is now on disk (see `refresh`)."""
         self.settings = settings
         self.stages = stages
-        self.store = stages.store
-        self.embedder = stages.embedder
-        self.retriever = stages.retriever
-        self.ranker = stages.ranker
-        self.policy = stages.policy
-        self.grounding = stages.grounding
-        self.llm_provider = stages.llm
+        self._rebuild = rebuild
+        self._swap = threading.Lock()
+
+    # One Stages object is swapped whole when a new index version is served.
+    store = property(lambda self: self.stages.store)
+    embedder = property(lambda self: self.stages.embedder)
+    retriever = property(lambda self: self.stages.retriever)
+    ranker = property(lambda self: self.stages.ranker)
+    policy = property(lambda self: self.stages.policy)
+    grounding = property(lambda self: self.stages.grounding)
+    llm_provider = property(lambda self: self.stages.llm)
+
+    def refresh(self) -> bool:
+        """Serve the newest index version once `rag index` or the Library tab has written one (the
+        version is switched atomically on disk, so nothing half-indexed is ever read). True if it switched."""
+        if self._rebuild is None or served_version(self.settings.index_dir) in (None, self.store.manifest.version):
+            return False
+        with self._swap:
+            if served_version(self.settings.index_dir) not in (None, self.store.manifest.version):
+                self.stages = self._rebuild()
+        return True
 
     @property
     def endpoint(self) -> str:
@@ -121,6 +138,7 @@ class Pipeline:
         self, query: str, top_k: int | None = None, method: Method = "hybrid", filters: Filters | None = None
     ) -> list[Hit]:
         query = validate_question(query, self.settings.max_question_chars)
+        self.refresh()
         return self.retriever.search(query, top_k=top_k, method=method, filters=filters)
 
     def ask(self, question: str, **kwargs) -> Answer:
@@ -144,6 +162,7 @@ class Pipeline:
         if mode not in ("llm", "extractive"):
             raise InputError(f"unknown mode {mode!r}; use llm or extractive")
         question = validate_question(question, self.settings.max_question_chars)
+        self.refresh()
         history = bounded(history, self.settings.history_turns)
         trace = Trace(question, mode, history_turns=len(history) // 2)
 

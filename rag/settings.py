@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     concurrency_limit: int = 4
     max_queue: int = 32
 
+    # The Library tab: articles added and removed in the browser
+    library_dir: Path = Field(Path("library"), description="where articles added in the Library tab are kept")
+    library_uploads: bool = Field(True, description="false: the Library tab lists the articles but cannot add or remove any")
+    library_max_mb: float = Field(20.0, gt=0, description="largest file the Library tab accepts, in MB")
+    library_max_files: int = Field(100, ge=1, description="most files one upload may add")
+
     # APIs: the OpenAI-compatible chat API and the MCP server
     api_port: int = Field(8000, description="where `rag api` listens (on RAG_HOST)")
     api_key: SecretStr | None = Field(None, description="a bearer key the API requires (unset: open, on the loopback)")

@@ -326,6 +326,14 @@ class IndexStore:
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
 
 
+def served_version(index_dir: Path) -> str | None:
+    """The version `CURRENT` names now (None when unreadable): a cheap check for a newer index."""
+    try:
+        return (index_dir / CURRENT).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def current_version_dir(index_dir: Path) -> Path:
     pointer = index_dir / CURRENT
     if not pointer.is_file():

@@ -6,6 +6,7 @@ than the app is aborted: the page must work offline.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -232,3 +233,110 @@ def test_article_link_scrolls_a_passage_far_down_the_article_into_view(new_conte
     assert page.evaluate("() => window.scrollY") > 0
     assert " ".join(mark.inner_text().split()) == " ".join(deep.text.split())
     page.screenshot(path=artifacts / "article-deep-passage.png")
+
+
+# ---- the Library tab ----------------------------------------------------------------------------------------------
+LIBRARY_ARTICLE = """Minsk opens a glass bridge over the Svislach
+
+date 2021-07-01
+
+The city of Minsk opened a glass footbridge over the Svislach river on Thursday. The bridge is 212 metres long
+and was designed by the architect Olga Vinokurova, who said it took four years to build.
+"""
+LIBRARY_QUESTION = "Who designed the glass footbridge over the Svislach river?"
+
+
+@pytest.fixture
+def library_app(embedder, tmp_path):
+    from rag.indexing import build_index
+    from rag.settings import Settings
+
+    shutil.copytree(SEEDS_DIR, tmp_path / "seeds")
+    index_settings = Settings(_env_file=None, index_dir=tmp_path / "index", seeds_dir=tmp_path / "seeds",
+                              library_dir=tmp_path / "library", library_max_mb=1, library_max_files=20)
+    build_index(index_settings, embedder)
+    pipe = ui_pipeline(index_settings, embedder, tmp_path / "data", None)
+    with serve_app(pipe) as running:
+        yield running
+
+
+def shown(page: Page, text: str):
+    """The first visible element holding `text` (the other tabs keep theirs, hidden)."""
+    return page.get_by_text(text).filter(visible=True).first
+
+
+def open_library(page: Page, app_url: str) -> None:
+    page.goto(app_url + "/", wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Library").click()
+    expect(page.get_by_text("Add articles")).to_be_visible()
+
+
+def upload_in_library(page: Page, files) -> None:
+    page.locator('input[type="file"][multiple]').set_input_files(files)
+    page.get_by_role("button", name="Add and index").click()
+
+
+def test_library_adds_an_article_that_is_then_cited_and_removes_it(new_context, library_app, artifacts):
+    page = new_context(library_app.url).new_page()
+    open_library(page, library_app.url)
+    expect(shown(page, "Putin Backs Lukashenko")).to_be_visible()  # the documents listed
+    upload_in_library(page, {"name": "glass-bridge.txt", "mimeType": "text/plain", "buffer": LIBRARY_ARTICLE.encode()})
+    expect(shown(page, "Index updated")).to_be_visible(timeout=120_000)
+    expect(shown(page, "Minsk opens a glass bridge over the Svislach")).to_be_visible()
+    page.screenshot(path=artifacts / "library-added.png", full_page=True)
+
+    page.get_by_role("tab", name="Ask").click()
+    ask_in_browser(page, library_app.url, LIBRARY_QUESTION)
+    expect(page.locator('[data-testid="bot"]').last).to_contain_text("Olga Vinokurova")
+    expect(page.locator(".sources .source.cited").first).to_contain_text("glass bridge")
+
+    open_library(page, library_app.url)
+    page.get_by_label("Remove an article").click()
+    page.get_by_role("option", name="Minsk opens a glass bridge").click()
+    page.get_by_role("button", name="Remove and re-index").click()
+    expect(shown(page, "Removed ")).to_be_visible(timeout=120_000)
+    ask_in_browser(page, library_app.url, LIBRARY_QUESTION)
+    expect(page.locator('[data-testid="bot"]').last).not_to_contain_text("Olga Vinokurova")
+    expect(page.locator(".sources")).not_to_contain_text("glass bridge")
+
+
+def test_library_refuses_hostile_uploads_and_keeps_serving(new_context, library_app, artifacts):
+    page = new_context(library_app.url).new_page()
+    open_library(page, library_app.url)
+    library = library_app.settings.library_dir
+
+    upload_in_library(page, [{"name": "../../escape.txt", "mimeType": "text/plain", "buffer": b"An escaped article about Minsk."},
+                             {"name": "binary.pdf", "mimeType": "application/pdf", "buffer": bytes(range(256)) * 64}])
+    expect(shown(page, "Not added")).to_be_visible(timeout=120_000)
+    expect(shown(page, "binary.pdf")).to_be_visible()
+    assert sorted(p.name for p in library.iterdir()) == ["binary.pdf", "escape.txt"]  # inside the folder, named plainly
+    assert not (library.parent.parent / "escape.txt").exists()
+
+    huge = library_app.settings.data_dir / "huge.txt"
+    with huge.open("wb") as out:
+        out.truncate(50 * 1024 * 1024)  # 50 MB (sparse), far over the 1 MB limit
+    page.locator('input[type="file"][multiple]').set_input_files(huge)
+    expect(page.locator(".toast-body").filter(has_text="huge.txt").first).to_contain_text("exceed the maximum allowed size")
+
+    open_library(page, library_app.url)
+    upload_in_library(page, [{"name": f"tiny-{i}.txt", "mimeType": "text/plain", "buffer": b"Tiny."} for i in range(1000)])
+    expect(shown(page, "1000 files at once")).to_be_visible(timeout=120_000)
+    assert not list(library.glob("tiny-*")) and not list(library.glob("huge*"))
+    page.screenshot(path=artifacts / "library-refused.png", full_page=True)
+
+    page.get_by_role("tab", name="Ask").click()
+    ask_in_browser(page, library_app.url, "How much money did Russia promise to lend Belarus?")
+    expect(page.locator('[data-testid="bot"]').last).to_contain_text("$1.5 billion")  # the index kept serving
+
+
+def test_a_conversation_survives_a_reload_and_a_new_chat_starts_empty(new_context, seed_app):
+    page = new_context(seed_app.url).new_page()
+    ask_in_browser(page, seed_app.url, "How much money did Russia promise to lend Belarus?")
+    expect(page.locator('[data-testid="bot"]').last).to_contain_text("$1.5 billion")
+    page.reload(wait_until="domcontentloaded")
+    saved = page.get_by_role("gridcell", name=re.compile(r"^How much money did Russia promise.*\.\.\.$"))
+    expect(saved).to_be_visible()  # listed among the saved conversations (cut short), from the browser's storage
+    saved.click()
+    expect(page.locator('[data-testid="bot"]').last).to_contain_text("$1.5 billion")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.locator('[data-testid="bot"]')).to_have_count(0)

@@ -21,6 +21,7 @@ from rag.local_llm import is_serving
 from rag.pipeline import AnswerEvent, NoticeEvent, Pipeline, SourcesEvent, TokenEvent
 from ui import render
 from ui.evaluate import build_evaluate_tab
+from ui.library import build_library_tab
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
         gr.Markdown("## Ask the articles")
         with gr.Tab("Ask"):
             with gr.Accordion("What is in the collection", open=True):
-                gr.Markdown(render.welcome_markdown(list(pipeline.store.documents.values())))
+                gr.Markdown(lambda: render.welcome_markdown(list(pipeline.store.documents.values())))  # as the index is now
             with gr.Row():
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(height=480, label="Answer", sanitize_html=True, allow_tags=False,
@@ -139,6 +140,7 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                         additional_outputs=[sources],
                         examples=[[q, pipeline.default_mode, settings.top_k, settings.temperature] for q in EXAMPLES],
                         cache_examples=False,
+                        save_history=True,  # a student's conversations survive a reload, with a "new chat" button
                         api_name="chat",
                         concurrency_limit=settings.concurrency_limit,
                     )
@@ -154,6 +156,9 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                 refresh = gr.Button("Check again", size="sm")
             refresh.click(lambda: status_markdown(pipeline), None, status, api_name=False)
             blocks.load(lambda: status_markdown(pipeline), None, status, api_name=False)
+        with gr.Tab("Library"):
+            load_library, library_outputs = build_library_tab(pipeline)
+        blocks.load(load_library, None, library_outputs, api_name=False)
         with gr.Tab("Evaluate"):
             build_evaluate_tab(pipeline, feedback)
     return blocks
@@ -203,7 +208,7 @@ def create_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) -> Fas
         raise RagError("RAG_AUTH must be user:password")
     auth = tuple(secret.split(":", 1)) if secret else None
     app = gr.mount_gradio_app(api, blocks, path="", auth=auth, css=CSS, server_name=settings.host, server_port=settings.port,
-                              footer_links=["api"], show_error=True)
+                              footer_links=["api"], show_error=True, max_file_size=f"{settings.library_max_mb:g}mb")
     mounted.extend(route.app for route in app.routes if isinstance(route, Mount))
     return app
 
