@@ -22,12 +22,13 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 
 from rag.errors import EndpointError, InputError, RagError, SettingsError
 from rag.feedback import FeedbackStore
 from rag.pipeline import Pipeline
 from rag.records import Answer
+from rag.settings import Settings
 
 MODELS = {"articles": None, "articles-llm": "llm", "articles-extractive": "extractive"}  # id -> answer mode (None: the default)
 OWNER = "rag-articles"
@@ -186,9 +187,14 @@ def sentence_pieces(answer: Answer) -> list[str]:
     return pieces + ([text[start:]] if start < len(text) else [])
 
 
-def check_key(request: Request, key: SecretStr | None) -> None:
-    """With RAG_API_KEY set, every request carries it as a bearer token (compared in constant time)."""
+def check_key(request: Request, settings: Settings) -> None:
+    """With RAG_API_KEY set, every request carries it as a bearer token (compared in constant time).
+    Without one, the API is open, unless the app asks for a login (RAG_AUTH): then it stays closed."""
+    key = settings.api_key
     if key is None:
+        if settings.auth is not None:
+            raise ApiError(401, "the app requires a login (RAG_AUTH): set RAG_API_KEY and send it as a bearer token",
+                           code="invalid_api_key")
         return
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not secrets.compare_digest(given.encode(), key.get_secret_value().encode()):
@@ -198,10 +204,8 @@ def check_key(request: Request, key: SecretStr | None) -> None:
 def api_router(pipeline: Pipeline, feedback: FeedbackStore) -> APIRouter:
     """The `/v1` routes, for the chat app's own server or `rag api`."""
     service = ChatService(pipeline, feedback)
-    key = pipeline.settings.api_key
-
     def authorised(request: Request) -> None:
-        check_key(request, key)
+        check_key(request, pipeline.settings)
 
     router = APIRouter(prefix="/v1", dependencies=[Depends(authorised)])
 
@@ -264,7 +268,7 @@ def create_api_app(pipeline: Pipeline, feedback: FeedbackStore | None = None) ->
         """The MCP endpoint asks for the same bearer key as the `/v1` routes."""
         if request.url.path.startswith("/mcp"):
             try:
-                check_key(request, settings.api_key)
+                check_key(request, settings)
             except ApiError as exc:
                 return exc.response()
         return await call_next(request)

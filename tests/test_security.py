@@ -100,7 +100,7 @@ def test_the_key_is_not_in_the_answer_the_trace_or_the_logs(seed_index, embedder
     assert (answer.notice is None) == (scenario == "answer")
     assert_no_canary("answer.to_json()", json.dumps(answer.to_json(), ensure_ascii=False))
     assert_no_canary("the answer's repr", repr(answer))
-    assert_no_canary("the trace", json.dumps(answer.trace))
+    assert_no_canary("the trace", json.dumps(answer.trace.to_json()))
     assert_no_canary("the pipeline settings' repr", repr(pipe.settings) + str(pipe.settings.model_dump()))
     assert any(r.name.startswith("openai") and r.levelno == logging.DEBUG for r in caplog.records), "no DEBUG logs captured"
     logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records) + caplog.text
@@ -261,10 +261,13 @@ def test_without_credentials_the_app_refuses(auth_app):
     status, page = raw_get(auth_app.url, "/")
     assert status == 200 and b'"auth_required":true' in page.replace(b" ", b"")  # Gradio's login page
     assert b"Russia" not in page  # no article text on it
-    for path in ("/config", "/gradio_api/info", f"/article/{doc_id}", "/trace/" + "0" * 32 + ".json"):
+    for path in ("/config", "/gradio_api/info", f"/article/{doc_id}", "/trace/" + "0" * 32 + ".json", "/v1/models"):
         status, body = raw_get(auth_app.url, path)
         assert status in (401, 403), (path, status, body[:200])
         assert b"Belarus" not in body
+    api = httpx.post(auth_app.url + "/v1/chat/completions", timeout=10,  # no RAG_API_KEY: the API stays closed too
+                     json={"model": "articles", "messages": [{"role": "user", "content": QUESTION}]})
+    assert api.status_code == 401 and "RAG_API_KEY" in api.json()["error"]["message"] and "Belarus" not in api.text
     join = httpx.post(auth_app.url + "/gradio_api/queue/join", timeout=10,
                       json={"data": [QUESTION, "extractive", 5, 0.1], "fn_index": 0, "session_hash": "intruder"})
     assert join.status_code in (401, 403), join.text
