@@ -275,8 +275,12 @@ def report_summary(summary: dict, out: Path, fail_under: list[str] | None) -> No
     from rag.evaluation import check_thresholds
 
     typer.echo(f"{summary['n']} questions, mode {summary['mode']} -> {out}/report.html")
+    intervals = summary.get("intervals", {})
     for name, value in summary["metrics"].items():
-        typer.echo(f"  {name:32s} {'-' if value is None else value}")
+        bounds = intervals.get(name)
+        shown = f"  [{bounds[0]}, {bounds[1]}]" if bounds else ""
+        typer.echo(f"  {name:32s} {'-' if value is None else value}{shown}")
+    typer.echo("  (in brackets: 95% bootstrap intervals over the questions)")
     failures = check_thresholds(summary, fail_under or [])
     for failure in failures:
         typer.echo(f"below threshold: {failure}", err=True)

@@ -16,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from rag import metrics as m
+from rag import stats
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
 from rag.files import atomic_write, jsonl_bytes, open_private_append
@@ -101,26 +104,50 @@ def answer_scores(item: GoldenItem, answer: str, refused: bool, similarity: Call
 
 
 # ---- summary --------------------------------------------------------------------------------------
-def summarize(results: list[dict], mode: str, config: dict) -> dict:
-    def mean(key: str) -> float | None:
-        values = [r["scores"][key] for r in results if key in r["scores"]]
-        return round(statistics.fmean(values), 4) if values else None
+def per_question(results: list[dict], mode: str) -> dict[str, dict[str, float]]:
+    """metric -> {question id: its value}: each headline figure is the mean of these (latency: a percentile)."""
+    values: dict[str, dict[str, float]] = {}
 
-    latencies = [r["latency_ms"] for r in results if r.get("latency_ms") is not None]
-    metrics = {name: mean(name) for name in METRIC_NAMES if not name.startswith(("latency", "refusal"))}
-    metrics["refusal.accuracy"] = mean("refusal.correct")
-    metrics["refusal.false_refusal_rate"] = mean("refusal.false_refusal")
-    unanswerable = [r for r in results if not r.get("answerable", True)]
-    answerable = [r for r in results if r.get("answerable", True)]
-    metrics["refusal.unanswerable_refused"] = share(unanswerable, lambda r: r["refused"])
-    metrics["refusal.unanswerable_flagged"] = share(unanswerable, lambda r: r["refused"] or r.get("low_confidence", False))
-    metrics["answer.low_confidence_rate"] = share(answerable, lambda r: not r["refused"] and r.get("low_confidence", False))
-    if mode == "llm":  # how many answers the model wrote, rather than passages quoted after a check failed
-        answered = [r for r in results if not r["refused"]]
-        by_model = sum((r.get("trace") or {}).get("answered_by") != "extractive" for r in answered)
-        metrics["answer.written_by_model"] = round(by_model / len(answered), 4) if answered else None
-    metrics["latency.p50_ms"] = _round(m.percentile(latencies, 50))
-    metrics["latency.p95_ms"] = _round(m.percentile(latencies, 95))
+    def put(name: str, row: dict, value) -> None:
+        values.setdefault(name, {})[row["id"]] = float(value)
+
+    for r in results:
+        scores, answerable = r["scores"], r.get("answerable", True)
+        for name in METRIC_NAMES:
+            if name in scores:
+                put(name, r, scores[name])
+        for name, key in (("refusal.accuracy", "refusal.correct"), ("refusal.false_refusal_rate", "refusal.false_refusal")):
+            if key in scores:
+                put(name, r, scores[key])
+        flagged = r["refused"] or r.get("low_confidence", False)
+        if not answerable:
+            put("refusal.unanswerable_refused", r, r["refused"])
+            put("refusal.unanswerable_flagged", r, flagged)
+        else:
+            put("answer.low_confidence_rate", r, not r["refused"] and r.get("low_confidence", False))
+        if mode == "llm" and not r["refused"]:  # answers the model wrote, not passages quoted after a check failed
+            put("answer.written_by_model", r, (r.get("trace") or {}).get("answered_by") != "extractive")
+        if r.get("latency_ms") is not None:
+            for name in ("latency.p50_ms", "latency.p95_ms"):
+                put(name, r, r["latency_ms"])
+    return values
+
+
+def statistic_of(name: str) -> stats.Statistic:
+    return {"latency.p50_ms": stats.percentile(50), "latency.p95_ms": stats.percentile(95)}.get(name, stats.mean)
+
+
+def summarize(results: list[dict], mode: str, config: dict) -> dict:
+    values = per_question(results, mode)
+    metrics: dict[str, float | None] = {}
+    intervals: dict[str, list[float] | None] = {}
+    for name in [*METRIC_NAMES, "refusal.unanswerable_refused", "refusal.unanswerable_flagged",
+                 "answer.low_confidence_rate", *(["answer.written_by_model"] if mode == "llm" else [])]:
+        found = list(values.get(name, {}).values())
+        digits = 1 if name.startswith("latency") else 4
+        metrics[name] = round(float(statistic_of(name)(np.asarray(found))), digits) if found else None
+        bounds = stats.interval(found, statistic_of(name))
+        intervals[name] = [round(b, digits) for b in bounds] if bounds else None
     by_type: dict[str, dict] = {}
     for r in results:
         by_type.setdefault(r.get("type", "fact"), []).append(r)
@@ -130,15 +157,7 @@ def summarize(results: list[dict], mode: str, config: dict) -> dict:
         | {"n": len(rs)}
         for t, rs in sorted(by_type.items())
     }
-    return {"n": len(results), "mode": mode, "config": config, "metrics": metrics, "by_type": per_type}
-
-
-def share(rows: list[dict], condition: Callable[[dict], bool]) -> float | None:
-    return round(sum(bool(condition(r)) for r in rows) / len(rows), 4) if rows else None
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+    return {"n": len(results), "mode": mode, "config": config, "metrics": metrics, "intervals": intervals, "by_type": per_type}
 
 
 def check_thresholds(summary: dict, fail_under: list[str]) -> list[str]:
@@ -345,8 +364,12 @@ def compare_runs(dir_a: Path, dir_b: Path) -> dict:
         return summary, results
 
     (sa, ra), (sb, rb) = load(dir_a), load(dir_b)
-    deltas = {k: {"a": sa["metrics"].get(k), "b": v, "delta": None if v is None or sa["metrics"].get(k) is None else round(v - sa["metrics"][k], 4)}
-              for k, v in sb["metrics"].items()}
+    values_a, values_b = per_question(list(ra.values()), sa.get("mode", "")), per_question(list(rb.values()), sb.get("mode", ""))
+    deltas = {}
+    for k, v in sb["metrics"].items():
+        before = sa["metrics"].get(k)
+        deltas[k] = {"a": before, "b": v, "delta": None if v is None or before is None else round(v - before, 4)}
+        deltas[k] |= paired(values_a.get(k, {}), values_b.get(k, {}), statistic_of(k))
     changes = []
     for qid in ra.keys() & rb.keys():
         a, b = ra[qid]["scores"], rb[qid]["scores"]
@@ -355,6 +378,15 @@ def compare_runs(dir_a: Path, dir_b: Path) -> dict:
             changes.append({"id": qid, "user_input": rb[qid]["user_input"], "metric": key, "a": a[key], "b": b[key], "delta": round(b[key] - a[key], 4)})
     changes.sort(key=lambda c: (c["delta"], c["id"]))
     return {"a": str(dir_a), "b": str(dir_b), "mode_a": sa.get("mode"), "mode_b": sb.get("mode"), "metrics": deltas, "changes": changes}
+
+
+def paired(a: dict[str, float], b: dict[str, float], statistic: stats.Statistic) -> dict:
+    """The paired bootstrap interval of B - A over the questions both runs answered, and its p-value."""
+    common = sorted(a.keys() & b.keys())
+    found = stats.paired_difference([a[q] for q in common], [b[q] for q in common], statistic)
+    if found is None:
+        return {"low": None, "high": None, "p": None, "paired": 0}
+    return {"low": round(found["low"], 4), "high": round(found["high"], 4), "p": round(found["p"], 4), "paired": found["n"]}
 
 
 def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int = 5) -> dict[str, dict[str, float]]:

@@ -94,13 +94,3 @@ def holds_key_fact(answer: str, contexts: list[str], min_share: float = 0.75) ->
     if passage_contains(answer, contexts):
         return 1.0
     return float(any(word_coverage(c, answer) >= min_share for c in contexts))
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

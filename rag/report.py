@@ -67,9 +67,15 @@ def _fmt(value) -> str:
     return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "–" if not bounds else f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]"
+
+
 def markdown(summary: dict, results: list[dict]) -> str:
-    lines = [f"# Evaluation: {summary['n']} questions, mode {summary['mode']}", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in summary["metrics"].items()]
+    intervals = summary.get("intervals", {})
+    lines = [f"# Evaluation: {summary['n']} questions, mode {summary['mode']}", "",
+             "| metric | value | 95% interval (bootstrap) |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {_fmt(v)} | {_interval(intervals.get(k))} |" for k, v in summary["metrics"].items()]
     lines += ["", "## By question type", "", "| type | n | answer F1 | hit@5 | refusal correct |", "| --- | --- | --- | --- | --- |"]
     for t, v in summary.get("by_type", {}).items():
         lines.append(f"| {t} | {v['n']} | {_fmt(v.get('answer.f1'))} | {_fmt(v.get('retrieval.hit@5'))} | {_fmt(v.get('refusal.correct'))} |")
@@ -83,7 +89,9 @@ def markdown(summary: dict, results: list[dict]) -> str:
 
 def html_report(summary: dict, results: list[dict], images: dict[str, str]) -> str:
     e = html.escape
-    metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in summary["metrics"].items())
+    intervals = summary.get("intervals", {})
+    metric_rows = "".join(f"<tr><td>{e(k)}</td><td>{_fmt(v)}</td><td>{_interval(intervals.get(k))}</td></tr>"
+                          for k, v in summary["metrics"].items())
     figures = "".join(f'<h2>{e(name)}</h2><img alt="{e(name)}" src="data:image/png;base64,{data}">' for name, data in images.items())
     rows = []
     for r in results:
@@ -98,7 +106,7 @@ def html_report(summary: dict, results: list[dict], images: dict[str, str]) -> s
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}.p{{color:#555;font-size:12px;margin-top:4px}}</style>
 </head><body><h1>Evaluation: {summary['n']} questions, mode {e(summary['mode'])}</h1>
-<table><tr><th>metric</th><th>value</th></tr>{metric_rows}</table>{figures}
+<table><tr><th>metric</th><th>value</th><th>95% interval (bootstrap)</th></tr>{metric_rows}</table>{figures}
 <h2>Questions</h2><table><tr><th>id</th><th>question</th><th>reference</th><th>answer and cited passages</th><th>refused</th>
 <th>F1</th><th>hit@5</th><th>citation recall</th></tr>{''.join(rows)}</table></body></html>"""
 
@@ -111,8 +119,9 @@ def write_reports(summary: dict, results: list[dict], out_dir: Path) -> None:
 
 def comparison_markdown(comparison: dict) -> str:
     lines = [f"# {comparison['a']} ({comparison['mode_a']}) → {comparison['b']} ({comparison['mode_b']})", "",
-             "| metric | A | B | delta |", "| --- | --- | --- | --- |"]
-    lines += [f"| {k} | {_fmt(v['a'])} | {_fmt(v['b'])} | {_fmt(v['delta'])} |" for k, v in comparison["metrics"].items()]
+             "| metric | A | B | delta | 95% interval of the delta (paired bootstrap) | p |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {_fmt(v['a'])} | {_fmt(v['b'])} | {_fmt(v['delta'])} | {_interval([v['low'], v['high']] if v.get('low') is not None else None)} "
+              f"| {_fmt(v.get('p'))} |" for k, v in comparison["metrics"].items()]
     lines += ["", "## Changed questions (regressions first)", "", "| id | metric | A | B | question |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['id']} | {c['metric']} | {_fmt(c['a'])} | {_fmt(c['b'])} | {c['user_input']} |" for c in comparison["changes"]]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -90,11 +91,11 @@ def test_summary_counts_retrieval_on_answerable_and_refusal_on_both():
 
 
 def test_llm_summary_says_how_many_answers_the_model_wrote():
-    def result(refused: bool, answered_by: str | None) -> dict:
+    def result(n: int, refused: bool, answered_by: str | None) -> dict:
         trace = {"answered_by": answered_by} if answered_by else {}
-        return {"answerable": True, "refused": refused, "scores": {}, "trace": trace, "latency_ms": 1.0}
+        return {"id": f"q{n}", "answerable": True, "refused": refused, "scores": {}, "trace": trace, "latency_ms": 1.0}
 
-    results = [result(False, None), result(False, "extractive"), result(False, "extractive"), result(True, None)]
+    results = [result(1, False, None), result(2, False, "extractive"), result(3, False, "extractive"), result(4, True, None)]
     assert summarize(results, "llm", {})["metrics"]["answer.written_by_model"] == pytest.approx(1 / 3, abs=1e-4)
 
 
@@ -181,6 +182,8 @@ def test_scoring_external_answers_and_comparing_runs(pipeline, small_golden, tmp
     comparison = compare_runs(tmp_path / "good", tmp_path / "worse")
     assert comparison["changes"][0]["id"] == "q001" and comparison["changes"][0]["delta"] < 0
     assert comparison["metrics"]["answer.f1"]["delta"] < 0
+    f1 = comparison["metrics"]["answer.f1"]
+    assert f1["paired"] == 1 and f1["low"] <= f1["delta"] <= f1["high"] < 0  # one question, worse in every resample
 
 
 def test_answers_file_errors_name_the_line(tmp_path):
@@ -202,6 +205,15 @@ def test_cli_fail_under_score_and_export(seed_index, small_golden, tmp_path):
     assert run.returncode == 1, run.stderr
     assert "below threshold: retrieval.hit@5" in run.stderr and "Traceback" not in run.stderr
     assert (tmp_path / "r" / "report.html").exists()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    low, high = summary["intervals"]["answer.f1"]
+    assert low <= summary["metrics"]["answer.f1"] <= high and f"answer.f1" in run.stdout and f"[{low}, {high}]" in run.stdout
+    shutil.copytree(tmp_path / "r", tmp_path / "again")  # the same answers: no difference, and the interval says so
+    compare = subprocess.run([*rag, "eval", "compare", str(tmp_path / "r"), str(tmp_path / "again")], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    f1_row = next(line for line in compare.stdout.splitlines() if line.startswith("| answer.f1 |"))
+    assert f1_row.split(" | ")[3:6] == ["0.000", "[0.000, 0.000]", "1.000 |"], f1_row
     export = subprocess.run([*rag, "eval", "export", "--golden", str(small_golden), "--format", "beir", "--out", str(tmp_path / "q.tsv")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr

@@ -14,7 +14,6 @@ from rag.metrics import (
     ndcg_at_k,
     normalize_answer,
     passage_contains,
-    percentile,
     recall_at_k,
     reciprocal_rank,
     token_f1,
@@ -102,15 +101,6 @@ def test_passage_contains_ignores_whitespace_differences():
     assert not passage_contains(passage, ["a loan of $2 billion"])
     assert not passage_contains(passage, ["", "   "])  # empty references never match
     assert not passage_contains(passage, [])
-
-
-def test_percentile():
-    assert percentile([1, 2, 3, 4], 50) == pytest.approx(2.5)
-    assert percentile([10, 20, 30], 90) == pytest.approx(28.0)
-    assert percentile([30, 10, 20], 0) == 10
-    assert percentile([30, 10, 20], 100) == 30
-    assert percentile([7.5], 95) == 7.5
-    assert percentile([], 50) is None
 
 
 def test_token_recall_counts_reference_tokens_found():
