@@ -375,20 +375,31 @@ def eval_retrieval(
 @eval_app.command("export")
 def eval_export(
     golden: GoldenOpt = Path("eval/golden.jsonl"),
-    fmt: Annotated[str, typer.Option("--format", help="ragas (SingleTurnSample JSONL) or beir (qrels TSV)")] = "ragas",
-    out: Annotated[Path, typer.Option("--out")] = ...,
+    fmt: Annotated[str, typer.Option("--format", help="ragas (SingleTurnSample JSONL), beir (qrels TSV) or trec (run + qrels)")] = "ragas",
+    out: Annotated[Path, typer.Option("--out", help="a file; for trec, a folder")] = ...,
+    run: Annotated[Optional[Path], typer.Option("--run", help="trec: the `rag eval run` folder whose rankings to write")] = None,
 ) -> None:
-    """Export the golden set for other tools."""
+    """Export the golden set (and, as TREC, a run's rankings) for other tools."""
+    from rag.evaluation import RESULTS, read_results, to_trec_run
     from rag.files import atomic_write
-    from rag.golden import load_golden, to_beir_qrels, to_ragas_samples
+    from rag.golden import load_golden, to_beir_qrels, to_ragas_samples, to_trec_qrels
 
     items = load_golden(golden)
+    if fmt == "trec":
+        if run is None or not (run / RESULTS).is_file():
+            fail(f"--format trec needs --run RUN_DIR, a folder written by `rag eval run` (no {RESULTS} in {run})")
+        out.mkdir(parents=True, exist_ok=True)
+        lines = to_trec_run(read_results(run / RESULTS), run.name)
+        atomic_write(out / "run.trec", "".join(line + "\n" for line in lines).encode("utf-8"))
+        atomic_write(out / "qrels.trec", "".join(line + "\n" for line in to_trec_qrels(items)).encode("utf-8"))
+        typer.echo(f"wrote {out / 'run.trec'} ({len(lines)} lines) and {out / 'qrels.trec'}")
+        return
     if fmt == "ragas":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in to_ragas_samples(items))
     elif fmt == "beir":
         text = "\n".join(to_beir_qrels(items)) + "\n"
     else:
-        fail(f"unknown --format {fmt!r}; use ragas or beir")
+        fail(f"unknown --format {fmt!r}; use ragas, beir or trec")
     atomic_write(out, text.encode("utf-8"))
     typer.echo(f"wrote {len(items)} questions to {out}")
 

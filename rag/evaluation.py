@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -329,6 +330,17 @@ def group_conversations(items: list[GoldenItem]) -> list[list[GoldenItem]]:
     for group in groups.values():
         group.sort(key=lambda i: i.turn or 0)
     return order
+
+
+def to_trec_run(results: list[dict], name: str) -> list[str]:
+    """TREC run lines (query id, Q0, document id, rank, score, run name): each question's retrieved
+    articles, each once, in rank order, scores descending, as the retrieval metrics count them."""
+    tag = re.sub(r"\s+", "_", name) or "rag"
+    lines = []
+    for row in results:
+        ranked = m.dedupe(row.get("retrieved_doc_ids") or [])
+        lines += [f"{row['id']} Q0 {doc_id} {rank} {len(ranked) - rank + 1} {tag}" for rank, doc_id in enumerate(ranked, 1)]
+    return lines
 
 
 def read_results(path: Path) -> list[dict]:

@@ -88,3 +88,8 @@ def to_beir_qrels(items: list[GoldenItem]) -> list[str]:
     for item in items:
         lines.extend(f"{item.id}\t{doc_id}\t1" for doc_id in item.reference_doc_ids)
     return lines
+
+
+def to_trec_qrels(items: list[GoldenItem]) -> list[str]:
+    """TREC qrels lines: query id, iteration (0), document id, relevance (1): the answerable questions' articles."""
+    return [f"{item.id} 0 {doc_id} 1" for item in items if item.answerable for doc_id in item.reference_doc_ids]

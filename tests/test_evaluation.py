@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from rag.evaluation import (
     compare_runs,
     group_conversations,
     read_answers,
+    read_results,
     summarize,
 )
 from rag.golden import GoldenItem, load_golden
@@ -233,3 +235,32 @@ def test_the_automatic_verdict_uses_the_thresholds_in_the_settings():
     assert not judged_correct({"answer.f1": 0.49, "answer.semantic_similarity": 0.69}, settings)
     assert not judged_correct({"answer.f1": 0.5}, settings.with_overrides(correct_f1=0.8))
     assert judged_correct({"refusal.correct": 1.0}, settings) and not judged_correct({"refusal.correct": 0.0}, settings)
+
+
+@pytest.mark.integration
+def test_the_trec_export_gives_trec_eval_the_products_own_retrieval_figures(pipeline, tmp_path):
+    import pytrec_eval
+
+    golden = Path(__file__).resolve().parents[1] / "eval" / "golden.jsonl"
+    Evaluator(pipeline).run(load_golden(golden), tmp_path / "run", "extractive")
+    env = os.environ | {"RAG_INDEX_DIR": str(pipeline.settings.index_dir)}
+    export = subprocess.run([sys.executable, "-m", "rag", "eval", "export", "--format", "trec", "--golden", str(golden),
+                             "--run", str(tmp_path / "run"), "--out", str(tmp_path / "trec")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stderr
+
+    def read(path: Path, columns: tuple[int, int, int]) -> dict[str, dict[str, float]]:
+        table: dict[str, dict[str, float]] = {}
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            table.setdefault(parts[columns[0]], {})[parts[columns[1]]] = float(parts[columns[2]])
+        return table
+
+    qrels = {q: {d: int(v) for d, v in docs.items()} for q, docs in read(tmp_path / "trec" / "qrels.trec", (0, 2, 3)).items()}
+    run = read(tmp_path / "trec" / "run.trec", (0, 2, 4))
+    measured = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.5", "recip_rank"}).evaluate(run)
+    ours = {r["id"]: r["scores"] for r in read_results(tmp_path / "run" / "results.jsonl") if "retrieval.mrr" in r["scores"]}
+    assert set(measured) == set(ours) and len(ours) >= 50
+    for theirs, mine in (("ndcg_cut_10", "retrieval.ndcg@10"), ("recall_5", "retrieval.recall@5"), ("recip_rank", "retrieval.mrr")):
+        trec_eval_mean = statistics.fmean(measured[q][theirs] for q in ours)
+        assert abs(trec_eval_mean - statistics.fmean(s[mine] for s in ours.values())) < 1e-6, theirs
