@@ -429,6 +429,47 @@ def judged_correct(scores: dict, settings: Settings) -> bool:
     return scores["answer.f1"] >= settings.correct_f1 or scores.get("answer.semantic_similarity", 0) >= settings.correct_similarity
 
 
+GRADE_VALUE = {"correct": 1.0, "partly": 0.5, "wrong": 0.0}
+AGREEMENT_METRICS = ("answer.f1", "answer.semantic_similarity", "answer.key_fact", "answer.reference_recall", "citation.recall")
+
+
+def agreement(results: list[dict], grades: dict[str, dict], settings: Settings) -> dict:
+    """How the automatic verdict agrees with human grades: Cohen's kappa (a human "correct" against
+    `judged_correct`), each metric's Spearman correlation with the grades, and the disagreements
+    (the questions to review first)."""
+    graded = [r for r in results if r["id"] in grades]
+    human = [grades[r["id"]]["grade"] == "correct" for r in graded]
+    machine = [judged_correct(r["scores"], settings) for r in graded]
+    disagreements = [{"id": r["id"], "user_input": r["user_input"], "human": grades[r["id"]]["grade"],
+                      "automatic": "correct" if auto else "not correct"}
+                     for r, h, auto in zip(graded, human, machine) if h != auto]
+    return {"n": len(graded), "agree": len(graded) - len(disagreements), "kappa": cohen_kappa(human, machine),
+            "correlations": grade_correlations(graded, grades), "disagreements": disagreements}
+
+
+def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
+    """Agreement beyond chance between two binary raters (None without ratings; 1.0 when both are
+    constant and equal, where kappa is otherwise undefined)."""
+    if not a:
+        return None
+    observed = sum(x == y for x, y in zip(a, b)) / len(a)
+    pa, pb = sum(a) / len(a), sum(b) / len(b)
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return 1.0 if chance == 1 else round((observed - chance) / (1 - chance), 4)
+
+
+def grade_correlations(graded: list[dict], grades: dict[str, dict]) -> dict[str, float | None]:
+    """Spearman's rho between each metric and the grades (correct 1, partly 0.5, wrong 0)."""
+    from scipy.stats import spearmanr
+
+    out: dict[str, float | None] = {}
+    for name in AGREEMENT_METRICS:
+        pairs = [(r["scores"][name], GRADE_VALUE[grades[r["id"]]["grade"]]) for r in graded if name in r["scores"]]
+        varied = len(pairs) >= 3 and len({x for x, _ in pairs}) > 1 and len({y for _, y in pairs}) > 1
+        out[name] = round(float(spearmanr(*zip(*pairs)).statistic), 4) if varied else None
+    return out
+
+
 def standalone_questions(items: list[GoldenItem], history_turns: int) -> dict[str, str]:
     """Each question as retrieval sees it in extractive mode: a follow-up rewritten by the pipeline's
     own rule from the questions before it in its conversation."""

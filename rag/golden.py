@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,6 +12,8 @@ from rag.errors import RagError
 
 # RAGAS' older names -> ours
 ALIASES = {"question": "user_input", "ground_truth": "reference", "contexts": "reference_contexts"}
+LIST_COLUMNS = {"reference_doc_ids", "reference_contexts", "contexts"}
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
 @dataclass
@@ -30,36 +34,93 @@ class GoldenItem:
 
 def read_jsonl(path: Path, what: str) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a missing file or bad line is one clear error."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise RagError(f"{path}: {what} not found; check the path (JSONL, one object per line)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RagError(f"{path}: cannot read the {what} ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RagError(f"{path}:{n}: invalid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise RagError(f"{path}:{n}: expected a JSON object")
+    for n, row in _jsonl_rows(path, what):
+        if isinstance(row, str):
+            raise RagError(row)
         rows.append((n, row))
     return rows
 
 
 def load_golden(path: Path) -> list[GoldenItem]:
-    items = [_item(row, path, n) for n, row in read_jsonl(path, "golden set")]
-    if not items:
-        raise RagError(f"{path}: the golden set is empty")
+    """The golden set, strictly: the first bad line is an error (the CLI's way)."""
+    items, problems = read_golden(path)
+    if problems:
+        raise RagError(problems[0])
     return items
+
+
+def read_golden(path: Path) -> tuple[list[GoldenItem], list[str]]:
+    """Every usable question of a golden set (JSONL, or CSV with the same columns), and one message
+    per line that is not usable (the Evaluate tab runs the rest)."""
+    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path)
+    items, problems = [], []
+    for n, row in rows:
+        try:
+            items.append(_item(row, path, n) if isinstance(row, dict) else _raise(row))
+        except RagError as exc:
+            problems.append(str(exc))
+    if not items and not problems:
+        problems.append(f"{path}: the golden set is empty")
+    return items, problems
+
+
+def _raise(message: str):
+    raise RagError(message)
+
+
+def _jsonl_rows(path: Path, what: str = "golden set") -> list[tuple[int, dict | str]]:
+    """(line number, object, or the message saying why the line is not one)."""
+    rows: list[tuple[int, dict | str]] = []
+    for n, line in enumerate(_text(path, what).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append((n, f"{path}:{n}: invalid JSON ({exc.msg})"))
+            continue
+        rows.append((n, row if isinstance(row, dict) else f"{path}:{n}: expected a JSON object"))
+    return rows
+
+
+def _csv_rows(path: Path) -> list[tuple[int, dict | str]]:
+    """CSV with a header row; list columns as a JSON array or `|`-separated, booleans as true/false."""
+    reader = csv.DictReader(io.StringIO(_text(path, "golden set")))
+    rows: list[tuple[int, dict | str]] = []
+    for row in reader:
+        n = reader.line_num
+        try:
+            rows.append((n, {k: _csv_value(k, v) for k, v in row.items() if k and v not in (None, "")}))
+        except ValueError as exc:
+            rows.append((n, f"{path}:{n}: {exc}"))
+    return rows
+
+
+def _csv_value(column: str, value: str):
+    if column in LIST_COLUMNS:
+        return json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split("|") if v.strip()]
+    if column == "answerable":
+        if value.strip().lower() not in BOOLEANS:
+            raise ValueError(f"answerable is {value!r}; use true or false")
+        return BOOLEANS[value.strip().lower()]
+    if column == "turn":
+        return int(value)
+    return value
+
+
+def _text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise RagError(f"{path}: {what} not found; check the path (JSONL, one object per line)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagError(f"{path}: cannot read the {what} ({exc.__class__.__name__}); give a UTF-8 JSONL file") from exc
 
 
 def _item(row: dict, path: Path, n: int) -> GoldenItem:
     row = {ALIASES.get(k, k): v for k, v in row.items()}
-    if not row.get("user_input"):
+    if not isinstance(row.get("user_input"), str) or not row["user_input"].strip():
         raise RagError(f"{path}:{n}: no `user_input` (or `question`) field")
     known = GoldenItem.__dataclass_fields__
     fields = {k: v for k, v in row.items() if k in known}

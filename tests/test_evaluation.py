@@ -264,3 +264,21 @@ def test_the_trec_export_gives_trec_eval_the_products_own_retrieval_figures(pipe
     for theirs, mine in (("ndcg_cut_10", "retrieval.ndcg@10"), ("recall_5", "retrieval.recall@5"), ("recip_rank", "retrieval.mrr")):
         trec_eval_mean = statistics.fmean(measured[q][theirs] for q in ours)
         assert abs(trec_eval_mean - statistics.fmean(s[mine] for s in ours.values())) < 1e-6, theirs
+
+
+def test_agreement_gives_kappa_correlations_and_the_disagreements_first():
+    from rag.evaluation import agreement, cohen_kappa
+    from rag.settings import Settings
+
+    assert cohen_kappa([True, True, False, False], [True, True, False, False]) == 1.0
+    assert cohen_kappa([True, False, True, False], [False, True, False, True]) == -1.0
+    assert cohen_kappa([True, True, False, False], [True, False, True, False]) == 0.0
+    assert cohen_kappa([], []) is None
+    rows = [{"id": f"q{i}", "user_input": f"question {i}", "scores": {"answer.f1": f1, "answer.semantic_similarity": f1}}
+            for i, f1 in enumerate([0.9, 0.8, 0.2, 0.1, 0.6])]
+    grades = {"q0": {"grade": "correct"}, "q1": {"grade": "correct"}, "q2": {"grade": "wrong"}, "q3": {"grade": "partly"},
+              "q4": {"grade": "wrong"}}
+    found = agreement(rows, grades, Settings(_env_file=None))
+    assert found["n"] == 5 and found["agree"] == 4 and [d["id"] for d in found["disagreements"]] == ["q4"]
+    assert found["kappa"] == pytest.approx(0.6154, abs=1e-4)  # po 0.8, pe 0.48
+    assert found["correlations"]["answer.f1"] > 0.5 and found["correlations"]["citation.recall"] is None

@@ -118,3 +118,29 @@ def test_to_json_drops_unset_conversation_fields():
     assert "conversation_id" not in item.to_json() and "turn" not in item.to_json()
     follow = GoldenItem(id="q2", user_input="And then?", conversation_id="c1", turn=2)
     assert follow.to_json()["turn"] == 2 and follow.to_json()["conversation_id"] == "c1"
+
+
+def test_a_golden_set_with_bad_lines_keeps_the_good_ones_and_names_the_bad(tmp_path):
+    from rag.golden import read_golden
+
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"id": "a", "user_input": "Who?"}\n{oops\n{"id": "c", "question": "Where?", "ground_truth": "Minsk"}\n'
+                    '{"id": "d", "user_input": ""}\n', encoding="utf-8")
+    items, problems = read_golden(path)
+    assert [i.id for i in items] == ["a", "c"] and items[1].reference == "Minsk"
+    assert problems == [f"{path}:2: invalid JSON (Expecting property name enclosed in double quotes)",
+                        f"{path}:4: no `user_input` (or `question`) field"]
+
+
+def test_a_csv_golden_set_has_the_same_columns(tmp_path):
+    from rag.golden import read_golden
+
+    path = tmp_path / "g.csv"
+    path.write_text('id,user_input,reference,reference_doc_ids,reference_contexts,answerable\n'
+                    'q1,How much?,$1.5 billion,doc-a|doc-b,"[""a loan of $1.5 billion""]",true\n'
+                    'q2,Who won in 2024?,,,,false\n'
+                    'q3,Broken?,,,,maybe\n', encoding="utf-8")
+    items, problems = read_golden(path)
+    assert [(i.id, i.answerable) for i in items] == [("q1", True), ("q2", False)]
+    assert items[0].reference_doc_ids == ["doc-a", "doc-b"] and items[0].reference_contexts == ["a loan of $1.5 billion"]
+    assert problems == [f"{path}:4: answerable is 'maybe'; use true or false"]

@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import html
 import io
-import statistics
 import time
 from pathlib import Path
 
 import gradio as gr
 
 from rag.errors import RagError
-from rag.evaluation import Evaluator, judged_correct, read_results
+from rag.evaluation import Evaluator, agreement, read_results
 from rag.feedback import GRADES, FeedbackStore
 from rag.files import atomic_write
 from rag.golden import load_golden
@@ -30,18 +29,19 @@ def golden_files() -> list[str]:
 
 
 def agreement_markdown(results: list[dict], grades: dict[str, dict], settings: Settings) -> str:
-    graded = [r for r in results if r["id"] in grades]
-    if not graded:
+    found = agreement(results, grades, settings)
+    if not found["n"]:
         return "No grades yet: pick a question, grade it, and the agreement with the automatic scores appears here."
-    agree = sum((grades[r["id"]]["grade"] == "correct") == judged_correct(r["scores"], settings) for r in graded)
-    lines = [f"**{len(graded)} graded**; human and automatic verdicts agree on **{agree}/{len(graded)}** "
-             f"(automatic: correct refusal, or F1 ≥ {settings.correct_f1}, or similarity ≥ {settings.correct_similarity}).", "",
-             "| human grade | n | mean F1 | mean similarity |", "| --- | --- | --- | --- |"]
-    for grade in GRADES:
-        rows = [r["scores"] for r in graded if grades[r["id"]]["grade"] == grade]
-        f1 = [s["answer.f1"] for s in rows if "answer.f1" in s]
-        sim = [s["answer.semantic_similarity"] for s in rows if "answer.semantic_similarity" in s]
-        lines.append(f"| {grade} | {len(rows)} | {statistics.fmean(f1):.2f} | {statistics.fmean(sim):.2f} |" if f1 else f"| {grade} | {len(rows)} | – | – |")
+    kappa = "–" if found["kappa"] is None else f"{found['kappa']:.2f}"
+    lines = [f"**{found['n']} graded**; human and automatic verdicts agree on **{found['agree']}/{found['n']}**, "
+             f"Cohen's kappa **{kappa}** (automatic: correct refusal, or F1 ≥ {settings.correct_f1}, "
+             f"or similarity ≥ {settings.correct_similarity}).", ""]
+    if found["disagreements"]:
+        lines += ["**Disagreements (review these first):**", "", "| id | question | human | automatic |", "| --- | --- | --- | --- |"]
+        lines += [f"| {d['id']} | {html.escape(d['user_input'])} | {d['human']} | {d['automatic']} |" for d in found["disagreements"]]
+        lines.append("")
+    lines += ["| metric | Spearman correlation with the grades |", "| --- | --- |"]
+    lines += [f"| {k} | {'–' if v is None else f'{v:.2f}'} |" for k, v in found["correlations"].items()]
     return "\n".join(lines)
 
 
