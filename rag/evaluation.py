@@ -194,8 +194,10 @@ class Evaluator:
         top_k: int | None = None,
         concurrency: int = 1,
         progress: Callable[[int, int], None] | None = None,
+        golden: str | None = None,
     ) -> dict:
-        """Run every question through the pipeline; resumable (questions already in results.jsonl are kept)."""
+        """Run every question through the pipeline; resumable (questions already in results.jsonl are kept).
+        `golden` names the golden set in the run's record."""
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         results_path = out_dir / RESULTS
         done = {r["id"]: r for r in read_results(results_path)} if results_path.exists() else {}
@@ -225,7 +227,7 @@ class Evaluator:
                     if progress:
                         progress(finished, total)
         results = [done[i.id] for i in items if i.id in done]
-        config = {"mode": mode, "top_k": top_k or self.pipeline.settings.top_k,
+        config = {"mode": mode, "golden": golden, "top_k": top_k or self.pipeline.settings.top_k,
                   "embedding_model": self.pipeline.settings.embedding_model,
                   "index_version": self.pipeline.store.manifest.version}
         return self._finish(results, mode, config, out_dir)
@@ -252,7 +254,7 @@ class Evaluator:
             "trace": answer.trace.to_json(),
         }
 
-    def score(self, items: list[GoldenItem], answers: dict[str, dict], out_dir: Path) -> dict:
+    def score(self, items: list[GoldenItem], answers: dict[str, dict], out_dir: Path, golden: str | None = None) -> dict:
         """Score answers produced elsewhere: JSONL rows with id and response (or answer)."""
         out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = self.pipeline.store
@@ -283,11 +285,13 @@ class Evaluator:
         if not results:
             raise RagError("no answer in the answers file matches an id of the golden set; check the `id` fields")
         atomic_write(out_dir / RESULTS, jsonl_bytes(results))
-        return self._finish(results, "external", {"mode": "external", "answers": len(answers)}, out_dir)
+        return self._finish(results, "external", {"mode": "external", "golden": golden, "answers": len(answers)}, out_dir)
 
     def _finish(self, results: list[dict], mode: str, config: dict, out_dir: Path) -> dict:
         from rag.report import write_reports
 
+        models = {(r.get("trace") or {}).get("model") for r in results} - {None}
+        config = config | {"model": ", ".join(sorted(models)) or None, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         summary = summarize(results, mode, config)
         atomic_write(out_dir / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False).encode("utf-8"))
         write_reports(summary, results, out_dir)
@@ -330,6 +334,25 @@ def group_conversations(items: list[GoldenItem]) -> list[list[GoldenItem]]:
     for group in groups.values():
         group.sort(key=lambda i: i.turn or 0)
     return order
+
+
+HEADLINE = ("answer.key_fact", "answer.f1", "retrieval.hit@5", "refusal.false_refusal_rate", "refusal.unanswerable_flagged")
+
+
+def run_history(root: Path) -> list[dict]:
+    """Every run under `root` (folders `rag eval run` or the Evaluate tab wrote), newest first: when,
+    which golden set, mode, model, index version and the headline metrics."""
+    runs = []
+    for summary_path in root.glob(f"*/{SUMMARY}"):
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # an interrupted run: nothing to show yet
+        config = summary.get("config", {})
+        runs.append({"run": summary_path.parent.name, "finished": config.get("finished", ""), "golden": config.get("golden"),
+                     "mode": summary.get("mode"), "model": config.get("model"), "index": config.get("index_version"),
+                     "n": summary.get("n")} | {k: summary.get("metrics", {}).get(k) for k in HEADLINE})
+    return sorted(runs, key=lambda r: (r["finished"] or "", r["run"]), reverse=True)
 
 
 def to_trec_run(results: list[dict], name: str) -> list[str]:
@@ -393,12 +416,14 @@ def compare_runs(dir_a: Path, dir_b: Path) -> dict:
 
 
 def paired(a: dict[str, float], b: dict[str, float], statistic: stats.Statistic) -> dict:
-    """The paired bootstrap interval of B - A over the questions both runs answered, and its p-value."""
+    """B - A over the questions both runs answered (the headline delta counts every question of each
+    run), its paired bootstrap interval and p-value."""
     common = sorted(a.keys() & b.keys())
     found = stats.paired_difference([a[q] for q in common], [b[q] for q in common], statistic)
     if found is None:
-        return {"low": None, "high": None, "p": None, "paired": 0}
-    return {"low": round(found["low"], 4), "high": round(found["high"], 4), "p": round(found["p"], 4), "paired": found["n"]}
+        return {"paired_delta": None, "low": None, "high": None, "p": None, "paired": 0}
+    return {"paired_delta": round(found["delta"], 4), "low": round(found["low"], 4), "high": round(found["high"], 4),
+            "p": round(found["p"], 4), "paired": found["n"]}
 
 
 def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int = 5) -> dict[str, dict[str, float]]:

@@ -154,3 +154,33 @@ def to_beir_qrels(items: list[GoldenItem]) -> list[str]:
 def to_trec_qrels(items: list[GoldenItem]) -> list[str]:
     """TREC qrels lines: query id, iteration (0), document id, relevance (1): the answerable questions' articles."""
     return [f"{item.id} 0 {doc_id} 1" for item in items if item.answerable for doc_id in item.reference_doc_ids]
+
+
+def add_golden_item(path: Path, item: GoldenItem) -> None:
+    """Append one question to a JSONL golden set (rewritten whole, atomically); its id must be new."""
+    from rag.files import atomic_write
+
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    items, _ = read_golden(path) if existing.strip() else ([], [])
+    if item.id in {i.id for i in items}:
+        raise RagError(f"{path} already has a question with id {item.id!r}; choose another id")
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    atomic_write(path, (existing + json.dumps(item.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def draft_from_answer(answer: dict, item_id: str) -> GoldenItem:
+    """A golden question drafted from an answer (`Answer.to_json()`): the answer, without its markers,
+    as the reference an evaluator edits; the passage sentences it rests on (else the cited passages)
+    as the reference contexts; the cited articles as the reference documents."""
+    from rag.citations import MARKER_GROUP
+
+    sources = answer.get("sources", [])
+    cited = sorted({c["marker"] for c in answer.get("citations", []) if 1 <= c["marker"] <= len(sources)})
+    rested = [sources[span["marker"] - 1]["text"][span["start"]:span["end"]]
+              for sentence in answer.get("sentences", []) for span in sentence.get("spans", [])
+              if 1 <= span["marker"] <= len(sources)]
+    contexts = list(dict.fromkeys(rested or [sources[n - 1]["text"] for n in cited]))
+    return GoldenItem(id=item_id, user_input=answer["question"], reference=" ".join(MARKER_GROUP.sub("", answer["answer"]).split()),
+                      reference_doc_ids=list(dict.fromkeys(sources[n - 1]["doc_id"] for n in cited)),
+                      reference_contexts=contexts, answerable=not answer.get("refused", False), type="from-chat")

@@ -125,3 +125,26 @@ def comparison_markdown(comparison: dict) -> str:
     lines += ["", "## Changed questions (regressions first)", "", "| id | metric | A | B | question |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['id']} | {c['metric']} | {_fmt(c['a'])} | {_fmt(c['b'])} | {c['user_input']} |" for c in comparison["changes"]]
     return "\n".join(lines) + "\n"
+
+
+def comparison_plot(comparison: dict, names: tuple[str, ...] = ("answer.key_fact", "answer.f1", "retrieval.hit@5",
+                    "refusal.false_refusal_rate", "refusal.unanswerable_flagged")) -> str | None:
+    """The headline deltas B - A over the paired questions, with their bootstrap intervals: base64 PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(k, comparison["metrics"][k]) for k in names if comparison["metrics"].get(k, {}).get("paired_delta") is not None]
+    if not rows:
+        return None
+    deltas = [v["paired_delta"] for _, v in rows]
+    below = [d - v["low"] for (_, v), d in zip(rows, deltas)]
+    above = [v["high"] - d for (_, v), d in zip(rows, deltas)]
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    ax.barh([k for k, _ in rows], deltas, xerr=[below, above], color=["#2e7d32" if d >= 0 else "#c62828" for d in deltas])
+    ax.axvline(0, color="#555", linewidth=0.8)
+    ax.set_xlabel("B - A on the questions both runs answered, with the 95% paired bootstrap interval")
+    image = _png(fig)
+    plt.close(fig)
+    return image

@@ -6,6 +6,7 @@ than the app is aborted: the page must work offline.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -196,27 +197,69 @@ def test_markup_in_articles_and_model_answers_is_shown_as_text_never_run(new_con
     article.screenshot(path=artifacts / "xss-article.png")
 
 
-def test_evaluate_tab_runs_the_golden_set_and_shows_scores_per_question(new_context, seed_app, artifacts):
-    context = new_context(seed_app.url)
-    page = context.new_page()
+def choose(page: Page, label: str, option: str) -> None:
+    """Pick an option of a Gradio dropdown."""
+    page.get_by_role("combobox", name=label, exact=True).filter(visible=True).click()
+    page.get_by_role("option", name=option, exact=True).filter(visible=True).last.click()  # the list just opened
+
+
+def test_evaluate_tab_uploads_runs_reopens_compares_and_grades(new_context, seed_app, artifacts, tmp_path):
+    page = new_context(seed_app.url).new_page()
     page.goto(seed_app.url + "/", wait_until="domcontentloaded")
-
     page.get_by_role("tab", name="Evaluate").click()
-    expect(page.get_by_label("Golden set (eval/*.jsonl)")).to_have_value(str(seed_app.eval_dir / "golden.jsonl"))
-    expect(page.get_by_label("extractive").filter(visible=True)).to_be_checked()  # the Ask tab has its own, hidden
-    page.get_by_label("Only the first N questions (0: all)").fill("3")
-    page.get_by_role("button", name="Run evaluation").click()
 
-    expect(page.get_by_text("retrieval.hit@5")).to_be_visible(timeout=120_000)
-    expect(page.get_by_text("3 questions, mode extractive")).to_be_visible()
-    table = page.locator(".table-wrap").filter(has_text="citation recall")
-    for row, qid in enumerate(("q001", "q002", "q003")):
-        expect(table.get_by_test_id(f"cell-{row}-0")).to_have_text(qid)
-    expect(table.get_by_test_id("cell-3-0")).to_have_count(0)
+    good = [line for line in GOLDEN_PATH.read_text().splitlines() if line.strip()][:3]
+    upload = tmp_path / "three.jsonl"
+    upload.write_text("\n".join([good[0], good[1], '{"id": "broken", oops', good[2]]) + "\n")
+    page.locator('input[type="file"][accept=".jsonl, .csv"]').set_input_files(upload)
+    expect(shown(page, "1 line(s) skipped")).to_be_visible(timeout=30_000)
+    expect(shown(page, ":3: invalid JSON")).to_be_visible()  # the bad line, by its number
+
+    page.get_by_label("Only the first N questions (0: all)").fill("2")
+    page.get_by_role("button", name="Run evaluation").click()
+    expect(shown(page, "2 questions from")).to_be_visible(timeout=120_000)
+    page.get_by_label("Only the first N questions (0: all)").fill("0")
+    page.get_by_role("button", name="Run evaluation").click()
+    expect(shown(page, "3 questions from")).to_be_visible(timeout=120_000)
+    expect(shown(page, "95% interval (bootstrap)")).to_be_visible()
+    first, second = sorted(p.name for p in (seed_app.eval_dir / "runs").iterdir())
+
+    choose(page, "Open a run", first)
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(shown(page, f"Run {first}")).to_be_visible()
+    choose(page, "Compare run A", first)
+    choose(page, "with run B", second)
+    page.get_by_role("button", name="Compare", exact=True).click()
+    expect(shown(page, "95% interval of the delta (paired bootstrap)")).to_be_visible(timeout=30_000)
+    expect(page.locator('img[alt="metric deltas"]')).to_be_visible()
+
+    choose(page, "Open a run", second)
+    page.get_by_role("button", name="Open", exact=True).click()
+    expect(shown(page, f"Run {second}")).to_be_visible()
+    for qid, grade in zip(("q001", "q002", "q003"), ("correct", "wrong", "correct")):
+        choose(page, "Question", qid)
+        expect(page.locator("h4").filter(has_text=f"{qid}:")).to_be_visible()
+        page.get_by_label(grade, exact=True).filter(visible=True).check()
+        page.get_by_role("button", name="Save grade").click()
+        expect(shown(page, f"{['q001', 'q002', 'q003'].index(qid) + 1} graded")).to_be_visible()
+    expect(shown(page, "Cohen's kappa")).to_be_visible()
     page.screenshot(path=artifacts / "evaluate-tab.png", full_page=True)
 
-    runs = list((seed_app.eval_dir / "runs").iterdir())
-    assert len(runs) == 1 and (runs[0] / "results.jsonl").read_text().count("\n") == 3
+
+def test_a_chat_answer_is_saved_as_a_golden_question(new_context, seed_app):
+    page = new_context(seed_app.url).new_page()
+    ask_in_browser(page, seed_app.url, "How much money did Russia promise to lend Belarus?")
+    page.get_by_text("Save the latest answer as a golden question").click()
+    page.get_by_role("button", name="Draft from the latest answer").click()
+    expect(page.get_by_label("Reference answer (edit before saving)")).to_have_value(re.compile(r"\$1\.5 billion"))
+    page.get_by_label("Reference answer (edit before saving)").fill("Russia promised a $1.5 billion loan.")
+    page.get_by_role("button", name="Save to the golden set").click()
+    expect(page.locator(".toast-body").filter(has_text="Saved chat-")).to_be_visible()
+    (line,) = (seed_app.eval_dir / "from-chat.jsonl").read_text().splitlines()
+    saved = json.loads(line)
+    assert saved["user_input"] == "How much money did Russia promise to lend Belarus?"
+    assert saved["reference"] == "Russia promised a $1.5 billion loan." and saved["reference_doc_ids"]
+    assert any("$1.5 billion" in c for c in saved["reference_contexts"])
 
 
 def test_article_link_scrolls_a_passage_far_down_the_article_into_view(new_context, seed_app, artifacts):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from pathlib import Path
 
 import gradio as gr
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -17,9 +18,11 @@ from starlette.routing import Mount
 from rag.api import api_router, install_error_handlers
 from rag.errors import RagError
 from rag.feedback import FeedbackStore
+from rag.golden import GoldenItem, add_golden_item, draft_from_answer
 from rag.local_llm import is_serving
 from rag.pipeline import AnswerEvent, NoticeEvent, Pipeline, SourcesEvent, TokenEvent
 from ui import render
+from ui import evaluate
 from ui.evaluate import build_evaluate_tab
 from ui.library import build_library_tab
 
@@ -98,6 +101,30 @@ class ChatHandler:
         self.feedback.add_feedback(answer_id, "up" if data.liked else "down")
         gr.Info("Thanks, your feedback was saved.")
 
+    def draft_golden(self, request: gr.Request):
+        """The session's latest answer as a draft golden question, for an evaluator to edit."""
+        session = getattr(request, "session_hash", None) or "anonymous"
+        answer_id = self.feedback.find_answer(session)
+        if answer_id is None:
+            raise gr.Error("Ask a question first: the draft is made from the latest answer.", print_exception=False)
+        item = draft_from_answer(self.feedback.trace(answer_id)["trace"], f"chat-{answer_id[:8]}")
+        return item.id, item.user_input, item.reference, "\n".join(item.reference_contexts), ", ".join(item.reference_doc_ids)
+
+    def save_golden(self, file_name: str, item_id: str, question: str, reference: str, contexts: str, doc_ids: str) -> None:
+        name = (file_name or "").strip()
+        if not name.endswith(".jsonl") or Path(name).name != name:
+            raise gr.Error("Name a .jsonl file in the eval folder, e.g. from-chat.jsonl.", print_exception=False)
+        if not (item_id or "").strip() or not (question or "").strip():
+            raise gr.Error("A golden question needs an id and the question.", print_exception=False)
+        item = GoldenItem(id=item_id.strip(), user_input=question.strip(), reference=(reference or "").strip(),
+                          reference_doc_ids=[d.strip() for d in (doc_ids or "").split(",") if d.strip()],
+                          reference_contexts=[c.strip() for c in (contexts or "").splitlines() if c.strip()], type="from-chat")
+        try:
+            add_golden_item(evaluate.EVAL_DIR / name, item)  # read now: tests move the eval folder
+        except RagError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        gr.Info(f"Saved {item.id} to eval/{name}.")
+
     def comment(self, text: str, request: gr.Request) -> str:
         session = getattr(request, "session_hash", None) or "anonymous"
         text = (text or "").strip()
@@ -149,6 +176,19 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
                         comment = gr.Textbox(placeholder="Optional comment on the latest answer", show_label=False, scale=4)
                         send = gr.Button("Send comment", scale=1)
                     send.click(handler.comment, comment, comment, api_name=False)
+                    with gr.Accordion("Save the latest answer as a golden question (evaluators)", open=False):
+                        draft = gr.Button("Draft from the latest answer", size="sm")
+                        with gr.Row():
+                            golden_id = gr.Textbox(label="Question id")
+                            golden_file = gr.Textbox(value="from-chat.jsonl", label="Golden set (a .jsonl file in eval/)")
+                        golden_question = gr.Textbox(label="Question")
+                        golden_reference = gr.Textbox(label="Reference answer (edit before saving)", lines=3)
+                        golden_contexts = gr.Textbox(label="Reference contexts, one per line (what the answer rests on)", lines=3)
+                        golden_docs = gr.Textbox(label="Reference documents (ids, comma-separated)")
+                        save_golden = gr.Button("Save to the golden set", variant="primary", size="sm")
+                    golden_fields = [golden_id, golden_question, golden_reference, golden_contexts, golden_docs]
+                    draft.click(handler.draft_golden, None, golden_fields, api_name=False)
+                    save_golden.click(handler.save_golden, [golden_file, *golden_fields], None, api_name=False)
                 with gr.Column(scale=2):
                     sources.render()
             with gr.Accordion("Status", open=False):
@@ -160,7 +200,8 @@ def build_blocks(pipeline: Pipeline, feedback: FeedbackStore) -> gr.Blocks:
             load_library, library_outputs = build_library_tab(pipeline)
         blocks.load(load_library, None, library_outputs, api_name=False)
         with gr.Tab("Evaluate"):
-            build_evaluate_tab(pipeline, feedback)
+            load_history, history_outputs = build_evaluate_tab(pipeline, feedback)
+        blocks.load(load_history, None, history_outputs, api_name=False)
     return blocks
 
 
