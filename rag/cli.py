@@ -304,7 +304,7 @@ def eval_run(
 
     from rag.evaluation import Evaluator
     from rag.golden import load_golden
-    from rag.factory import build_pipeline
+    from rag.factory import build_judge, build_pipeline
 
     items = load_golden(golden)[:limit]
     pipeline = build_pipeline(settings_for(index_dir=index_dir, mode=mode))
@@ -315,7 +315,9 @@ def eval_run(
         bar.refresh()
 
     try:
-        summary = Evaluator(pipeline).run(items, out, pipeline.default_mode, top_k=top_k, concurrency=concurrency, progress=progress)
+        judge = build_judge(pipeline.settings, pipeline.llm_provider)
+        summary = Evaluator(pipeline, judge).run(items, out, pipeline.default_mode, top_k=top_k, concurrency=concurrency,
+                                                 progress=progress, golden=golden.name)
     finally:
         bar.close()
         pipeline.close()

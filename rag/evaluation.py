@@ -25,6 +25,7 @@ from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
 from rag.files import atomic_write, jsonl_bytes, open_private_append
 from rag.golden import GoldenItem, read_jsonl
+from rag.judge import Judge
 from rag.pipeline import NOT_FOUND, Pipeline
 from rag.policy import is_model_refusal
 from rag.prompt import REFUSAL_TEXT
@@ -43,6 +44,7 @@ METRIC_NAMES = (
     "refusal.accuracy", "refusal.false_refusal_rate",
     "latency.p50_ms", "latency.p95_ms",
 )
+JUDGE_METRICS = ("judge.faithfulness", "judge.answer_correctness", "judge.context_relevance")  # only when a judge ran
 
 
 # ---- scoring one answer -----------------------------------------------------------------------
@@ -114,7 +116,7 @@ def per_question(results: list[dict], mode: str) -> dict[str, dict[str, float]]:
 
     for r in results:
         scores, answerable = r["scores"], r.get("answerable", True)
-        for name in METRIC_NAMES:
+        for name in (*METRIC_NAMES, *JUDGE_METRICS):
             if name in scores:
                 put(name, r, scores[name])
         for name, key in (("refusal.accuracy", "refusal.correct"), ("refusal.false_refusal_rate", "refusal.false_refusal")):
@@ -142,8 +144,9 @@ def summarize(results: list[dict], mode: str, config: dict) -> dict:
     values = per_question(results, mode)
     metrics: dict[str, float | None] = {}
     intervals: dict[str, list[float] | None] = {}
+    judged = [name for name in JUDGE_METRICS if name in values]
     for name in [*METRIC_NAMES, "refusal.unanswerable_refused", "refusal.unanswerable_flagged",
-                 "answer.low_confidence_rate", *(["answer.written_by_model"] if mode == "llm" else [])]:
+                 "answer.low_confidence_rate", *(["answer.written_by_model"] if mode == "llm" else []), *judged]:
         found = list(values.get(name, {}).values())
         digits = 1 if name.startswith("latency") else 4
         metrics[name] = round(float(statistic_of(name)(np.asarray(found))), digits) if found else None
@@ -180,8 +183,9 @@ def check_thresholds(summary: dict, fail_under: list[str]) -> list[str]:
 
 # ---- the evaluator ---------------------------------------------------------------------------------
 class Evaluator:
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline, judge: Judge | None = None):
         self.pipeline = pipeline
+        self.judge = judge  # optional: its scores come after the deterministic ones
 
     def similarity(self, a: str, b: str) -> float:
         return float(self.pipeline.embedder.similarity([a], [b])[0, 0])
@@ -227,7 +231,8 @@ class Evaluator:
                     if progress:
                         progress(finished, total)
         results = [done[i.id] for i in items if i.id in done]
-        config = {"mode": mode, "golden": golden, "top_k": top_k or self.pipeline.settings.top_k,
+        config = {"mode": mode, "golden": golden, "judge": self.judge.record if self.judge else None,
+                  "top_k": top_k or self.pipeline.settings.top_k,
                   "embedding_model": self.pipeline.settings.embedding_model,
                   "index_version": self.pipeline.store.manifest.version}
         return self._finish(results, mode, config, out_dir)
@@ -242,6 +247,10 @@ class Evaluator:
         if not answer.refused:
             scores |= citation_scores(answer.sentences, sources, self.pipeline.grounding)
         scores |= article_scores(item, [c.doc_id for c in answer.citations], answer.trace.dropped_markers)
+        if self.judge is not None and not answer.refused and item.answerable:
+            plain = strip_markers(answer.answer)
+            scores |= self.judge.scores(item.user_input, plain, [strip_markers(s.text) for s in answer.sentences],
+                                        list(sources.values()), item.reference, scores.get("answer.semantic_similarity", 0.0))
         return base_row(item) | {
             "answer": answer.answer,
             "refused": answer.refused,

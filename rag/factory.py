@@ -8,6 +8,7 @@ from __future__ import annotations
 from rag.citations import GroundingChecker
 from rag.embedding import Embedder, VectorCache
 from rag.extractive import ExtractiveAnswerer
+from rag.judge import Judge
 from rag.llm_provider import LLMProvider
 from rag.pipeline import Pipeline, Stages
 from rag.policy import AnswerPolicy, PolicyModel
@@ -47,3 +48,11 @@ def build_pipeline(settings: Settings | None = None, embedder: Embedder | None =
     stages = build_stages(settings, embedder, store)
     # A newer index is read with the same model and the same LLM (one bundled server, not two).
     return Pipeline(settings, stages, rebuild=lambda: build_stages(settings, stages.embedder, llm=stages.llm))
+
+
+def build_judge(settings: Settings, llm: LLMProvider) -> Judge | None:
+    """The evaluation's LLM judge, when one is wanted: an endpoint is configured (auto), or asked for (on)."""
+    if settings.judge == "off" or (settings.judge == "auto" and not settings.openai_base_url):
+        return None
+    client = llm.client()
+    return Judge(client.with_model(settings.judge_model) if settings.judge_model else client, settings.judge_temperature)

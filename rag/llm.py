@@ -6,6 +6,7 @@ Works with OpenAI, vLLM, Ollama, llama.cpp's server and LM Studio. The SDK retri
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,12 @@ class LLMClient:
                 raise EndpointError(f"the LLM endpoint {self.host} lists no models; set RAG_LLM_MODEL")
             self._model = models[0].id
         return self._model
+
+    def with_model(self, model: str) -> LLMClient:
+        """The same endpoint and key, another model (the evaluation's judge)."""
+        other = copy.copy(self)
+        other._model = model
+        return other
 
     def ping(self) -> bool:
         try:

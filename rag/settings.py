@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     correct_f1: float = Field(0.5, ge=0, le=1, description="an answer is correct when its token F1 with the reference reaches this...")
     correct_similarity: float = Field(0.7, ge=0, le=1, description="...or its embedding similarity to the reference reaches this")
 
+    judge: Literal["auto", "on", "off"] = Field(
+        "auto", description="an LLM judge in evaluation runs: auto when OPENAI_BASE_URL is set; on: also with the bundled model")
+    judge_model: str | None = Field(None, description="the judge's model at the endpoint (default: RAG_LLM_MODEL)")
+    judge_temperature: float = Field(0.0, ge=0, le=2)
+
     # LLM endpoint (standard OpenAI variable names)
     openai_base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_BASE_URL", "RAG_OPENAI_BASE_URL"))
     openai_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("OPENAI_API_KEY", "RAG_OPENAI_API_KEY"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_servers import scripted_llm  # noqa: F401 - a fixture
 from rag.errors import RagError
 from rag.evaluation import (
     METRIC_NAMES,
@@ -282,3 +283,45 @@ def test_agreement_gives_kappa_correlations_and_the_disagreements_first():
     assert found["n"] == 5 and found["agree"] == 4 and [d["id"] for d in found["disagreements"]] == ["q4"]
     assert found["kappa"] == pytest.approx(0.6154, abs=1e-4)  # po 0.8, pe 0.48
     assert found["correlations"]["answer.f1"] > 0.5 and found["correlations"]["citation.recall"] is None
+
+
+# ---- the optional LLM judge, against a scripted judge ------------------------------------------------------------
+@pytest.mark.integration
+def test_the_judge_scores_faithfulness_correctness_and_relevance_after_ragas(scripted_llm, seed_index, embedder, pipeline, tmp_path):
+    from llm_servers import MODEL_ID, Reply, pipeline_for
+    from rag.factory import build_judge
+    from rag.judge import prompt_hash
+
+    pipe = pipeline_for(seed_index, embedder, scripted_llm.base_url, store=pipeline.store, mode="extractive")
+    item = next(i for i in load_golden(Path(__file__).resolve().parents[1] / "eval" / "golden.jsonl") if i.answerable)
+    n = len(pipe.ask(item.user_input).sentences)  # extractive: the judge makes every request
+    scripted_llm.then(Reply("Sure! " + json.dumps({"verdicts": [1] * (n - 1) + [0]})),
+                      Reply('```json\n{"TP": 2, "FP": 1, "FN": 1}\n```'), Reply('{"rating": 1}'))
+    judge = build_judge(pipe.settings, pipe.llm_provider)
+    summary = Evaluator(pipe, judge).run([item], tmp_path / "run", "extractive")
+    (row,) = read_results(tmp_path / "run" / "results.jsonl")
+    scores = row["scores"]
+    assert scores["judge.faithfulness"] == pytest.approx((n - 1) / n, abs=1e-4)
+    assert scores["judge.answer_correctness"] == pytest.approx(0.75 * 2 / 3 + 0.25 * scores["answer.semantic_similarity"], abs=1e-4)
+    assert scores["judge.context_relevance"] == 0.5
+    assert summary["config"]["judge"] == {"model": MODEL_ID, "prompt_hash": prompt_hash(), "temperature": 0.0}
+    assert list(summary["metrics"])[-3:] == ["judge.faithfulness", "judge.answer_correctness", "judge.context_relevance"]
+    faithfulness, correctness, relevance = (r.messages[0]["content"] for r in scripted_llm.requests)
+    assert "Statements:" in faithfulness and item.reference in correctness and item.user_input in relevance
+    assert all(r.body["temperature"] == 0.0 for r in scripted_llm.requests)
+
+
+@pytest.mark.integration
+def test_a_judge_that_rambles_leaves_its_metrics_out_and_no_endpoint_means_no_judge(scripted_llm, seed_index, embedder,
+                                                                                      pipeline, tmp_path):
+    from llm_servers import Reply, pipeline_for
+    from rag.factory import build_judge
+
+    pipe = pipeline_for(seed_index, embedder, scripted_llm.base_url, store=pipeline.store, mode="extractive")
+    scripted_llm.always(Reply("I think it is mostly fine."))
+    item = next(i for i in load_golden(Path(__file__).resolve().parents[1] / "eval" / "golden.jsonl") if i.answerable)
+    Evaluator(pipe, build_judge(pipe.settings, pipe.llm_provider)).run([item], tmp_path / "run", "extractive")
+    (row,) = read_results(tmp_path / "run" / "results.jsonl")
+    assert not [k for k in row["scores"] if k.startswith("judge.")] and "answer.f1" in row["scores"]
+    local = pipeline_for(seed_index, embedder, None, store=pipeline.store)
+    assert build_judge(local.settings, local.llm_provider) is None  # auto: never the bundled model unless asked

@@ -18,6 +18,7 @@ import gradio as gr
 
 from rag.errors import RagError
 from rag.evaluation import HEADLINE, RESULTS, SUMMARY, Evaluator, agreement, compare_runs, read_answers, read_results, run_history
+from rag.factory import build_judge
 from rag.feedback import GRADES, FeedbackStore
 from rag.files import atomic_write
 from rag.golden import read_golden
@@ -182,8 +183,9 @@ def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> tuple[Cal
             items = items[: int(limit_value)]
         rid = f"{time.strftime('%Y%m%d-%H%M%S')}-{mode_value}"
         try:
-            Evaluator(pipeline).run(items, runs_dir() / rid, mode_value, golden=Path(golden_path).name,
-                                    progress=lambda done, total: progress((done, total), unit="questions"))
+            evaluator = Evaluator(pipeline, build_judge(settings, pipeline.llm_provider))
+            evaluator.run(items, runs_dir() / rid, mode_value, golden=Path(golden_path).name,
+                          progress=lambda done, total: progress((done, total), unit="questions"))
         except RagError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         return (*show_run(rid), problems_markdown(Path(golden_path).name, len(items), problems), *run_choices())
