@@ -119,9 +119,11 @@ def write_reports(summary: dict, results: list[dict], out_dir: Path) -> None:
 
 def comparison_markdown(comparison: dict) -> str:
     lines = [f"# {comparison['a']} ({comparison['mode_a']}) → {comparison['b']} ({comparison['mode_b']})", "",
-             "| metric | A | B | delta | 95% interval of the delta (paired bootstrap) | p |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {k} | {_fmt(v['a'])} | {_fmt(v['b'])} | {_fmt(v['delta'])} | {_interval([v['low'], v['high']] if v.get('low') is not None else None)} "
-              f"| {_fmt(v.get('p'))} |" for k, v in comparison["metrics"].items()]
+             "| metric | A | B | delta | on the questions both answered (n) | 95% interval of the delta (paired bootstrap) | p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {k} | {_fmt(v['a'])} | {_fmt(v['b'])} | {_fmt(v['delta'])} | {_fmt(v.get('paired_delta'))} ({v.get('paired', 0)}) "
+              f"| {_interval([v['low'], v['high']] if v.get('low') is not None else None)} | {_fmt(v.get('p'))} |"
+              for k, v in comparison["metrics"].items()]
     lines += ["", "## Changed questions (regressions first)", "", "| id | metric | A | B | question |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {c['id']} | {c['metric']} | {_fmt(c['a'])} | {_fmt(c['b'])} | {c['user_input']} |" for c in comparison["changes"]]
     return "\n".join(lines) + "\n"

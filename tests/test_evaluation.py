@@ -216,7 +216,8 @@ def test_cli_fail_under_score_and_export(seed_index, small_golden, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert compare.returncode == 0, compare.stderr
     f1_row = next(line for line in compare.stdout.splitlines() if line.startswith("| answer.f1 |"))
-    assert f1_row.split(" | ")[3:6] == ["0.000", "[0.000, 0.000]", "1.000 |"], f1_row
+    answered = sum("answer.f1" in r["scores"] for r in read_results(tmp_path / "r" / "results.jsonl"))
+    assert f1_row.split(" | ")[3:7] == ["0.000", f"0.000 ({answered})", "[0.000, 0.000]", "1.000 |"], f1_row
     export = subprocess.run([*rag, "eval", "export", "--golden", str(small_golden), "--format", "beir", "--out", str(tmp_path / "q.tsv")],
                             env=env, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr

@@ -29,7 +29,8 @@ from ui.render import article_url
 
 EVAL_DIR = Path("eval")
 COLUMNS = ["id", "type", "question", "reference", "answer", "refused", "F1", "semantic", "hit@5", "citation recall"]
-HISTORY_COLUMNS = ["run", "finished", "golden set", "mode", "model", "index", "n", *HEADLINE]
+HISTORY_COLUMNS = ["run", "finished", "golden", "mode", "model", "index", "n", "key fact", "F1", "hit@5", "false refusals",
+                   "unanswerable flagged"]  # the HEADLINE metrics, short
 
 
 def golden_files() -> list[str]:
@@ -111,7 +112,7 @@ def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> tuple[Cal
         answers = gr.File(file_types=[".jsonl"], label="Score answers from another system (JSONL: id, response, citations…)", scale=3)
         score = gr.Button("Score the answers file", scale=1)
     with gr.Accordion("Run history", open=True):
-        history = gr.Dataframe(headers=HISTORY_COLUMNS, value=history_rows, interactive=False, wrap=True, label="Runs")
+        history = gr.Dataframe(headers=HISTORY_COLUMNS, value=history_rows, interactive=False, label="Runs")
         with gr.Row():
             opened = gr.Dropdown([], label="Open a run", scale=2)
             open_button = gr.Button("Open", scale=1)
