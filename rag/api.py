@@ -108,7 +108,7 @@ class ChatService:
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
         """A place among the answers being computed, after waiting in line (at most `max_queue` wait)."""
-        if self.waiting >= self.max_queue:
+        if self.limiter.available_tokens == 0 and self.waiting >= self.max_queue:
             raise ApiError(429, f"the product is busy ({self.max_queue} questions waiting); try again shortly",
                            kind="rate_limit_error", code="queue_full")
         self.waiting += 1

@@ -202,3 +202,35 @@ def test_rag_api_alone_answers_openai_clients_and_mcp_clients_over_http(api_serv
     assert anyio.run(tools) == {"search_articles", "ask", "get_passage", "list_documents"}
     refused = httpx.post(f"{api_server}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_beyond_the_chat_queue_a_client_is_told_to_come_back():
+    from types import SimpleNamespace
+
+    from rag.api import ApiError, ChatService
+    from rag.settings import Settings
+
+    service = ChatService(SimpleNamespace(settings=Settings(_env_file=None, concurrency_limit=1, max_queue=1)), feedback=None)
+
+    async def crowd() -> list[str]:
+        outcomes = []
+        release = anyio.Event()
+
+        async def ask(name: str) -> None:
+            try:
+                async with service.turn():
+                    outcomes.append(f"{name} answered")
+                    await release.wait()
+            except ApiError as exc:
+                outcomes.append(f"{name} {exc.status} {exc.code}")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(ask, "first")  # answering
+            await anyio.sleep(0.05)
+            group.start_soon(ask, "second")  # waits in the queue
+            await anyio.sleep(0.05)
+            await ask("third")  # the queue is full
+            release.set()
+        return outcomes
+
+    assert anyio.run(crowd) == ["first answered", "third 429 queue_full", "second answered"]
