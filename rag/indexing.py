@@ -35,9 +35,9 @@ from rag.store import IndexStore, Manifest
 
 log = logging.getLogger(__name__)
 
-# How sentence vectors are made, recorded with the index: an index whose sentences were embedded
-# one by one (before this) is re-embedded rather than mixed with pooled ones.
-SENTENCE_METHOD = "pooled-from-passage"
+# Recorded with an index whose sentence vectors were pooled (`RAG_SENTENCE_POOLING`): its vectors are
+# never mixed with sentences embedded one by one (recorded as nothing, as before pooling existed).
+POOLED = "pooled-from-passage"
 
 
 @dataclass
@@ -121,7 +121,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     recipe = {  # what the manifest records of the collection and the settings, embedding aside
         "embedding_model": settings.embedding_model,
         "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title,
-                                     "reader": READER_VERSION, "sentences": SENTENCE_METHOD},
+                                     "reader": READER_VERSION} | _sentence_method(settings),
         "documents": {doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
         "index_type": choose_index_type(settings, n_chunks),
         "sentence_vectors": settings.sentence_vectors,
@@ -215,6 +215,10 @@ def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks:
     return (old if appending else old.rows(kept_rows)).extended([bm25_text(c) for c in new_chunks])
 
 
+def _sentence_method(settings: Settings) -> dict[str, str]:
+    return {"sentences": POOLED} if settings.sentence_vectors and settings.sentence_pooling else {}
+
+
 def unit_spans(chunk: Chunk, with_title: bool) -> Units:
     """The passage's answer units as character spans of `embedding_text`, after its heading line."""
     shift = len(embedding_text(chunk, with_title)) - len(chunk.text)
@@ -227,7 +231,7 @@ def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, pro
     texts = [embedding_text(c, settings.embed_title) for c in new_chunks]
     units = [unit_spans(c, settings.embed_title) if settings.sentence_vectors else NO_UNITS for c in new_chunks]
     owners = np.repeat(np.arange(len(new_chunks), dtype=np.int64) + len(kept_rows), [len(u.spans) for u in units])
-    passages, sentences = embedder.encode_passages(texts, units, progress)
+    passages, sentences = embedder.encode_passages(texts, units, progress, pooled=settings.sentence_pooling)
     new = Vectors(passages, sentences, owners)
     if appending or not len(kept_rows):
         return new
@@ -281,7 +285,7 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
         and m.chunker.get("signature") == config.signature()
         and m.chunker.get("embed_title") == settings.embed_title
         and m.sentence_vectors == settings.sentence_vectors
-        and (not settings.sentence_vectors or m.chunker.get("sentences") == SENTENCE_METHOD)
+        and m.chunker.get("sentences") == _sentence_method(settings).get("sentences")
     )
     if not same:
         log.info("embedding model or chunker changed: re-embedding every document")

@@ -154,7 +154,7 @@ def test_a_pooled_sentence_vector_leans_to_its_own_sentence(onnx_embedder):
     """Pooled from the passage's pass, a sentence's vector carries its passage's context too: it is
     closer to the sentence embedded on its own than the passage's vector is, and the loan question
     finds the loan sentence. (It is not always nearest its own sentence: on the seeds, 80 % of units are.)"""
-    passage, pooled = onnx_embedder.encode_passages([PASSAGE], [spans_of(PASSAGE, SENTENCES)])
+    passage, pooled = onnx_embedder.encode_passages([PASSAGE], [spans_of(PASSAGE, SENTENCES)], pooled=True)
     standalone = onnx_embedder.encode_documents([f"Belarus and Russia\n{s}" for s in SENTENCES])  # as indexed before
     assert pooled.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-5)
@@ -165,10 +165,17 @@ def test_a_pooled_sentence_vector_leans_to_its_own_sentence(onnx_embedder):
 
 
 @pytest.mark.integration
+def test_units_embedded_on_their_own_are_their_heading_and_text_embedded(onnx_embedder):
+    _, units = onnx_embedder.encode_passages([PASSAGE, PASSAGE], [spans_of(PASSAGE, SENTENCES)] * 2)
+    expected = onnx_embedder.encode_documents([f"Belarus and Russia\n{s}" for s in SENTENCES])
+    np.testing.assert_allclose(units, np.concatenate([expected, expected]), atol=1e-5)
+
+
+@pytest.mark.integration
 def test_torch_and_onnx_pool_the_same_unit_vectors(onnx_embedder, embedder):
     spans = [spans_of(PASSAGE, SENTENCES), Units(0, [(0, 5)])]
-    onnx_vectors, onnx_units = onnx_embedder.encode_passages([PASSAGE, LOAN], spans)
-    torch_vectors, torch_units = embedder.encode_passages([PASSAGE, LOAN], spans)
+    onnx_vectors, onnx_units = onnx_embedder.encode_passages([PASSAGE, LOAN], spans, pooled=True)
+    torch_vectors, torch_units = embedder.encode_passages([PASSAGE, LOAN], spans, pooled=True)
     assert onnx_units.shape == torch_units.shape == (4, 384)
     assert (onnx_units * torch_units).sum(axis=1).min() >= 0.9999
     assert (onnx_vectors * torch_vectors).sum(axis=1).min() >= 0.9999
@@ -178,7 +185,7 @@ def test_torch_and_onnx_pool_the_same_unit_vectors(onnx_embedder, embedder):
 def test_a_unit_cut_off_by_truncation_is_embedded_on_its_own(onnx_embedder):
     filler = "Word after word fills the passage beyond what the model reads. " * 40
     text = filler + LOAN
-    _, units = onnx_embedder.encode_passages([text], [spans_of(text, [LOAN])])
+    _, units = onnx_embedder.encode_passages([text], [spans_of(text, [LOAN])], pooled=True)
     np.testing.assert_allclose(units[0], onnx_embedder.encode_documents([LOAN])[0], atol=1e-5)
 
 
