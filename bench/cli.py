@@ -10,6 +10,7 @@ import typer
 from rag.cli import IndexOpt, fail, settings_for
 
 SCENARIO_HELP = "startup, index, incremental, retrieval, scale, answer, concurrency (repeatable; default all)"
+DEVELOPMENT_DOCS = "eval/collections/*/docs"
 
 
 def bench(
@@ -17,6 +18,8 @@ def bench(
     out: Annotated[Path, typer.Option("--out", help="folder for bench.json and the plots")] = Path("bench/out"),
     sizes: Annotated[str, typer.Option("--sizes", help="collection sizes for the scale scenario")] = "100000,1000000",
     golden: Annotated[Path, typer.Option("--golden", help="questions for the retrieval and answer scenarios")] = Path("eval/golden.jsonl"),
+    collection: Annotated[Optional[list[Path]], typer.Option(
+        "--collection", help=f"document folders the index scenario indexes together (repeatable; default {DEVELOPMENT_DOCS})")] = None,
     index_dir: IndexOpt = None,
 ) -> None:
     """Measure speed and memory on this machine (medians of repeated runs, bare libraries beside)."""
@@ -31,6 +34,10 @@ def bench(
         fail(f"no golden set at {golden}; pass --golden FILE")
     settings = settings_for(index_dir=index_dir)
     current_version_dir(settings.index_dir)  # a clear error before any scenario starts
-    results = run_bench(chosen, out, settings.index_dir, settings.seeds_dir, golden, settings.embedding_model, sizes)
+    collections = collection or sorted(Path().glob(DEVELOPMENT_DOCS))
+    missing = [str(c) for c in collections if not c.is_dir()]
+    if missing:
+        fail(f"not a folder: {', '.join(missing)}")
+    results = run_bench(chosen, out, settings.index_dir, settings.seeds_dir, golden, settings.embedding_model, sizes, collections)
     typer.echo(format_table(results))
     typer.echo(f"-> {out}/bench.json and plots")

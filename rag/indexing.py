@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rag.chunking import Chunker, ChunkerConfig, passage_units
-from rag.embedding import Embedder
+from rag.embedding import NO_UNITS, Embedder, Units
 from rag.errors import IndexCorruptError, IndexMissingError, RagError
 from rag.index_writer import (
     Vectors,
@@ -34,6 +34,10 @@ from rag.settings import Settings
 from rag.store import IndexStore, Manifest
 
 log = logging.getLogger(__name__)
+
+# Recorded with an index whose sentence vectors were pooled (`RAG_SENTENCE_POOLING`): its vectors are
+# never mixed with sentences embedded one by one (recorded as nothing, as before pooling existed).
+POOLED = "pooled-from-passage"
 
 
 @dataclass
@@ -116,7 +120,8 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     n_chunks = len(kept_rows) + len(new_chunks)
     recipe = {  # what the manifest records of the collection and the settings, embedding aside
         "embedding_model": settings.embedding_model,
-        "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title, "reader": READER_VERSION},
+        "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title,
+                                     "reader": READER_VERSION} | _sentence_method(settings),
         "documents": {doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
         "index_type": choose_index_type(settings, n_chunks),
         "sentence_vectors": settings.sentence_vectors,
@@ -124,12 +129,13 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     }
     report.n_chunks = n_chunks
     report.embedded_chunks = len(new_chunks)
+    # exported before embedding: a first build already embeds on ONNX Runtime
+    export_for(embedder, lambda: _onnx_samples(settings, new_chunks, previous))
     if previous is not None and not fresh and _same_as(previous, recipe) and not _moved(kept, read, previous):
         report.up_to_date, report.version = True, previous.manifest.version
     else:
         plan = _Plan(recipe, read, kept, kept_rows, fresh, new_chunks)
         report.version = _write(settings, embedder, previous, plan, progress)
-    export_for(embedder, lambda: _onnx_samples(settings, new_chunks))
     return report
 
 
@@ -185,9 +191,9 @@ def _moved(kept: list[str], read: dict[str, Document], previous: IndexStore) -> 
     return any(sources.get(doc_id) != read[doc_id].source_path for doc_id in kept if doc_id in read)
 
 
-def _onnx_samples(settings: Settings, new_chunks: list[Chunk]) -> list[str]:
+def _onnx_samples(settings: Settings, new_chunks: list[Chunk], previous: IndexStore | None) -> list[str]:
     """Texts to check an ONNX export on: the new passages, else the index's first ones."""
-    chunks = new_chunks[:64] or IndexStore.open(settings.index_dir).chunks[:64]
+    chunks = new_chunks[:64] or (previous.chunks[:64] if previous else [])
     return [embedding_text(c, settings.embed_title) for c in chunks]
 
 
@@ -209,24 +215,24 @@ def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks:
     return (old if appending else old.rows(kept_rows)).extended([bm25_text(c) for c in new_chunks])
 
 
-def _sentence_texts(chunk: Chunk, with_title: bool) -> list[str]:
-    return [embedding_text(replace(chunk, text=chunk.text[a:b]), with_title) for a, b in passage_units(chunk)]
+def _sentence_method(settings: Settings) -> dict[str, str]:
+    return {"sentences": POOLED} if settings.sentence_vectors and settings.sentence_pooling else {}
+
+
+def unit_spans(chunk: Chunk, with_title: bool) -> Units:
+    """The passage's answer units as character spans of `embedding_text`, after its heading line."""
+    shift = len(embedding_text(chunk, with_title)) - len(chunk.text)
+    return Units(shift, [(a + shift, b + shift) for a, b in passage_units(chunk)])
 
 
 def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress) -> Vectors:
     """Embed the new chunks (and their sentences), which follow the kept ones. Appending, only
     those are returned; otherwise the kept chunks' vectors come first, copied from the previous index."""
-    dim = embedder.dimension
     texts = [embedding_text(c, settings.embed_title) for c in new_chunks]
-    sentence_texts: list[str] = []
-    owners: list[int] = []
-    if settings.sentence_vectors:
-        for i, chunk in enumerate(new_chunks):
-            pieces = _sentence_texts(chunk, settings.embed_title)
-            sentence_texts.extend(pieces)
-            owners.extend([len(kept_rows) + i] * len(pieces))
-    fresh = np.asarray(embedder.encode_documents(texts + sentence_texts, progress=progress), dtype=np.float32).reshape(-1, dim)
-    new = Vectors(fresh[: len(texts)], fresh[len(texts) :], np.asarray(owners, dtype=np.int64))
+    units = [unit_spans(c, settings.embed_title) if settings.sentence_vectors else NO_UNITS for c in new_chunks]
+    owners = np.repeat(np.arange(len(new_chunks), dtype=np.int64) + len(kept_rows), [len(u.spans) for u in units])
+    passages, sentences = embedder.encode_passages(texts, units, progress, pooled=settings.sentence_pooling)
+    new = Vectors(passages, sentences, owners)
     if appending or not len(kept_rows):
         return new
     chunk_vectors = np.concatenate([previous.vectors[kept_rows], new.chunks])
@@ -279,6 +285,7 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
         and m.chunker.get("signature") == config.signature()
         and m.chunker.get("embed_title") == settings.embed_title
         and m.sentence_vectors == settings.sentence_vectors
+        and m.chunker.get("sentences") == _sentence_method(settings).get("sentences")
     )
     if not same:
         log.info("embedding model or chunker changed: re-embedding every document")

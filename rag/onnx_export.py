@@ -30,7 +30,10 @@ def export_for(embedder: Embedder, sample_texts: Callable[[], list[str]]) -> boo
         return False
     if is_exported(folder):
         return True
-    return OnnxExporter(embedder.model, embedder.model_name, folder.parent, embedder.batch_size).export(sample_texts())
+    exported = OnnxExporter(embedder.model, embedder.model_name, folder.parent, embedder.batch_size).export(sample_texts())
+    if exported:
+        embedder.forget_onnx()  # it may have looked for an export before this one existed
+    return exported
 
 
 class OnnxExporter:

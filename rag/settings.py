@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     )
     embed_title: bool = Field(True, description="prefix each chunk with its title when embedding")
     sentence_vectors: bool = Field(True, description="also embed each sentence; a chunk scores by its best match")
+    sentence_pooling: bool = Field(
+        False, description="pool sentence vectors from their passage's forward pass instead of embedding each sentence: "
+        "indexing does a third of the work, but retrieval loses a question here and there (see Performance)")
 
     # Chunking (lengths in the embedding model's word pieces)
     chunk_max_tokens: int = 224

@@ -442,3 +442,62 @@ def test_damage_met_only_mid_build_rebuilds_from_scratch(settings, embedder, see
     report = build_index(settings, embedder)
     assert report.added == SEED_IDS and report.embedded_chunks == report.n_chunks  # from scratch
     assert len(IndexStore.load(settings.index_dir).chunks) == report.n_chunks
+
+
+def test_the_index_stores_one_vector_per_answer_unit_embedded_on_its_own(base_index, embedder):
+    """Each passage's units (sentences, code lines, table rows) get one vector each, in order: the
+    unit embedded with its heading, as the extractive answerer reads them back per unit."""
+    from dataclasses import replace
+
+    from rag.chunking import passage_units
+    from rag.indexing import embedding_text
+
+    store = IndexStore.load(base_index[0])
+    units = [len(passage_units(c)) for c in store.chunks]
+    assert len(store.sentence_owner) == sum(units) > len(store.chunks)
+    np.testing.assert_array_equal(store.sentence_owner, np.repeat(np.arange(len(store.chunks)), units))
+    chunk = store.chunks[0]
+    expected = embedder.encode_documents([embedding_text(replace(chunk, text=chunk.text[a:b]), True) for a, b in passage_units(chunk)])
+    np.testing.assert_allclose(store.sentence_vectors_of(chunk.chunk_id), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pooled_index(tmp_path_factory, embedder):
+    root = tmp_path_factory.mktemp("pooled")
+    build_index(Settings(_env_file=None, index_dir=root / "index", seeds_dir=SEEDS, sentence_pooling=True), embedder)
+    return root / "index"
+
+
+def test_a_pooled_index_stores_each_units_vector_from_its_passages_pass(pooled_index, embedder):
+    from rag.chunking import passage_units
+    from rag.indexing import embedding_text, unit_spans
+
+    store = IndexStore.load(pooled_index)
+    assert store.manifest.chunker["sentences"] == "pooled-from-passage"
+    assert len(store.sentence_owner) == sum(len(passage_units(c)) for c in store.chunks)
+    chunk = store.chunks[0]
+    spans = unit_spans(chunk, True)
+    text = embedding_text(chunk, True)
+    assert [text[a:b] for a, b in spans.spans] == [chunk.text[a:b] for a, b in passage_units(chunk)]
+    _, expected = embedder.encode_passages([text], [spans], pooled=True)
+    np.testing.assert_allclose(store.sentence_vectors_of(chunk.chunk_id), expected, atol=1e-5)
+
+
+def test_pooled_unit_vectors_are_near_the_units_embedded_on_their_own(pooled_index, base_index):
+    """What pooling gives up, measured on the seeds: each unit's pooled vector is closer to the unit
+    embedded on its own than its passage's vector is (all but one of 171 units), and within its
+    passage it is nearest its own unit for 80 % of units."""
+    pooled_store, alone_store = IndexStore.load(pooled_index), IndexStore.load(base_index[0])
+    owner = np.asarray(pooled_store.sentence_owner)
+    pooled, standalone = np.asarray(pooled_store.sentence_vectors), np.asarray(alone_store.sentence_vectors)
+    passages = np.asarray(pooled_store.vectors)[owner]
+    assert np.mean((pooled * standalone).sum(axis=1) > (passages * standalone).sum(axis=1)) >= 0.98
+    own = [np.argmax(pooled[owner == i] @ standalone[owner == i].T, axis=1) == np.arange((owner == i).sum())
+           for i in range(len(pooled_store.chunks))]
+    assert np.mean(np.concatenate(own)) >= 0.75
+
+
+def test_switching_sentence_pooling_re_embeds_every_passage(settings, embedder, make_settings):
+    build_index(settings, embedder)
+    report = build_index(settings.with_overrides(sentence_pooling=True), embedder)
+    assert report.embedded_chunks == report.n_chunks and not report.unchanged

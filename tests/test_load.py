@@ -223,9 +223,9 @@ class CountingEmbedder:
         self.inner = inner
         self.embedded: list[str] = []
 
-    def encode_documents(self, texts, progress=False):
+    def encode_documents(self, texts):
         self.embedded += list(texts)
-        return self.inner.encode_documents(texts, progress=progress)
+        return self.inner.encode_documents(texts)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
