@@ -376,9 +376,10 @@ def test_a_conversation_survives_a_reload_and_a_new_chat_starts_empty(new_contex
     page = new_context(seed_app.url).new_page()
     ask_in_browser(page, seed_app.url, "How much money did Russia promise to lend Belarus?")
     expect(page.locator('[data-testid="bot"]').last).to_contain_text("$1.5 billion")
-    page.reload(wait_until="domcontentloaded")
     saved = page.get_by_role("gridcell", name=re.compile(r"^How much money did Russia promise.*\.\.\.$"))
-    expect(saved).to_be_visible()  # listed among the saved conversations (cut short), from the browser's storage
+    expect(saved).to_be_visible()  # listed among the saved conversations (cut short) once stored: reload only then
+    page.reload(wait_until="domcontentloaded")
+    expect(saved).to_be_visible()  # ...and still there, read back from the browser's storage
     saved.click()
     expect(page.locator('[data-testid="bot"]').last).to_contain_text("$1.5 billion")
     page.get_by_role("button", name="New chat").click()
