@@ -70,13 +70,13 @@ def scenario_startup(env: dict) -> dict:
     from rag.embedding import resolve_model_path
 
     question = QUESTIONS[0]
-    search = [*rag_cmd(), "search", question, "--top-k", "5", "--json"]
+    search = [*rag_cmd(), "search", question, "--top-k", "5", "--json", "--index", env["index"]]
     bare = [sys.executable, "-c",
             "from sentence_transformers import SentenceTransformer as S; import sys; "
             f"S(sys.argv[1], device='cpu').encode_query([{question!r}])", resolve_model_path(env["model"])]
     ours = timed(lambda: subprocess.run(search, check=True, capture_output=True), 5)
     reference = timed(lambda: subprocess.run(bare, check=True, capture_output=True), 3)
-    ui = [ui_cold_start() for _ in range(2)]
+    ui = [ui_cold_start(env["index"]) for _ in range(2)]
     return {
         "cold rag search (ms)": stats(ours),
         "bare SentenceTransformer load + 1 query (ms)": stats(reference),
@@ -86,7 +86,7 @@ def scenario_startup(env: dict) -> dict:
     }
 
 
-def ui_cold_start() -> tuple[float, float]:
+def ui_cold_start(index: str) -> tuple[float, float]:
     import socket
     import urllib.request
 
@@ -97,7 +97,7 @@ def ui_cold_start() -> tuple[float, float]:
         port = s.getsockname()[1]
     env = os.environ | {"RAG_MODE": "extractive"}
     started = time.perf_counter()
-    proc = subprocess.Popen([*rag_cmd(), "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*rag_cmd(), "ui", "--port", str(port), "--index", index], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while True:
             try:

@@ -41,7 +41,7 @@ def filters_for(pipeline, docs: list[str] | None, since: str | None, until: str 
 
     from rag.retrieval import Filters
 
-    unknown = sorted(set(docs or []) - set(pipeline.store.documents))
+    unknown = sorted(set(docs) - set(pipeline.store.documents)) if docs else []  # documents are read only when asked
     if unknown:
         fail(f"unknown document {', '.join(unknown)}; `rag inspect` lists the document ids")
     for option, value in (("--since", since), ("--until", until)):
