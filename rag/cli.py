@@ -107,7 +107,7 @@ def inspect(
     store = IndexStore.load(settings.index_dir)
     if doc_id is None:
         for doc in store.documents.values():
-            n = sum(c.doc_id == doc.doc_id for c in store.chunks)
+            n = store.manifest.chunk_counts.get(doc.doc_id, 0)
             typer.echo(f"{doc.doc_id}  {doc.date or '----------'}  {n:3d} chunks  {doc.title}")
         return
     doc = store.documents.get(doc_id)

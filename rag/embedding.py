@@ -69,6 +69,11 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def standalone_units(texts: list[str], units: list[Units]) -> list[str]:
+    """Each unit as it is embedded on its own: its passage's heading, then the unit."""
+    return [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+
+
 def pool_units(states: np.ndarray, offsets: np.ndarray, special: np.ndarray, units: Units) -> np.ndarray:
     """Normalised mean of each unit's token states in one forward pass over its text (`states` [tokens, dim],
     `offsets` [tokens, 2] character spans, `special` True for [CLS]/[SEP]). Each unit pools the tokens
@@ -286,7 +291,7 @@ class Embedder:
 
     def _alone(self, texts: list[str], units: list[Units]) -> np.ndarray:
         """Each unit embedded on its own; a unit repeated in the overlap of two passages, once."""
-        unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+        unit_texts = standalone_units(texts, units)
         unique = list(dict.fromkeys(unit_texts))
         vectors = self.encode_documents(unique) if unique else np.zeros((0, self.dimension), np.float32)
         row = {t: i for i, t in enumerate(unique)}
@@ -300,7 +305,7 @@ class Embedder:
         flat = np.concatenate([p.reshape(-1, vectors.shape[1]) for p in pooled])
         cut = np.flatnonzero(np.isnan(flat[:, 0]))
         if len(cut):
-            unit_texts = [text[: u.heading_end] + text[a:b] for text, u in zip(texts, units) for a, b in u.spans]
+            unit_texts = standalone_units(texts, units)
             flat[cut] = self.encode_documents([unit_texts[i] for i in cut])
         return vectors, flat
 

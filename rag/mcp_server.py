@@ -126,8 +126,6 @@ def build_mcp_server(pipeline: Pipeline) -> MCPServer:
 
 
 def document_list(pipeline: Pipeline) -> list[DocumentInfo]:
-    passages: dict[str, int] = {}
-    for chunk in pipeline.store.chunks:
-        passages[chunk.doc_id] = passages.get(chunk.doc_id, 0) + 1
+    passages = pipeline.store.manifest.chunk_counts
     return [DocumentInfo(doc_id=d.doc_id, title=d.title, date=d.date, publisher=d.publisher, url=d.url,
                          passages=passages.get(d.doc_id, 0)) for d in pipeline.store.documents.values()]

@@ -71,11 +71,15 @@ def _interval(bounds: list[float] | None) -> str:
     return "–" if not bounds else f"[{_fmt(bounds[0])}, {_fmt(bounds[1])}]"
 
 
-def markdown(summary: dict, results: list[dict]) -> str:
+def metrics_table(summary: dict) -> list[str]:
+    """The headline metrics with their bootstrap intervals, as Markdown table lines."""
     intervals = summary.get("intervals", {})
-    lines = [f"# Evaluation: {summary['n']} questions, mode {summary['mode']}", "",
-             "| metric | value | 95% interval (bootstrap) |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {_fmt(v)} | {_interval(intervals.get(k))} |" for k, v in summary["metrics"].items()]
+    return ["| metric | value | 95% interval (bootstrap) |", "| --- | --- | --- |",
+            *(f"| {k} | {_fmt(v)} | {_interval(intervals.get(k))} |" for k, v in summary["metrics"].items())]
+
+
+def markdown(summary: dict, results: list[dict]) -> str:
+    lines = [f"# Evaluation: {summary['n']} questions, mode {summary['mode']}", "", *metrics_table(summary)]
     lines += ["", "## By question type", "", "| type | n | answer F1 | hit@5 | refusal correct |", "| --- | --- | --- | --- | --- |"]
     for t, v in summary.get("by_type", {}).items():
         lines.append(f"| {t} | {v['n']} | {_fmt(v.get('answer.f1'))} | {_fmt(v.get('retrieval.hit@5'))} | {_fmt(v.get('refusal.correct'))} |")
@@ -129,8 +133,7 @@ def comparison_markdown(comparison: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_plot(comparison: dict, names: tuple[str, ...] = ("answer.key_fact", "answer.f1", "retrieval.hit@5",
-                    "refusal.false_refusal_rate", "refusal.unanswerable_flagged")) -> str | None:
+def comparison_plot(comparison: dict, names: tuple[str, ...]) -> str | None:
     """The headline deltas B - A over the paired questions, with their bootstrap intervals: base64 PNG."""
     import matplotlib
 

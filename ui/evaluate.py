@@ -23,7 +23,7 @@ from rag.feedback import GRADES, FeedbackStore
 from rag.files import atomic_write
 from rag.golden import read_golden
 from rag.pipeline import Pipeline
-from rag.report import comparison_markdown, comparison_plot, plots
+from rag.report import comparison_markdown, comparison_plot, metrics_table, plots
 from rag.settings import Settings
 from ui.render import article_url
 
@@ -73,13 +73,9 @@ def history_rows() -> list[list]:
 
 
 def summary_markdown(run_id: str, summary: dict) -> str:
-    intervals = summary.get("intervals", {})
-    rows = "\n".join(f"| {k} | {'–' if v is None else v} | "
-                     f"{'–' if not intervals.get(k) else f'[{intervals[k][0]}, {intervals[k][1]}]'} |"
-                     for k, v in summary["metrics"].items())
     golden = summary.get("config", {}).get("golden") or "?"
-    return (f"**Run {run_id}**: {summary['n']} questions from {golden}, mode {summary['mode']}\n\n"
-            f"| metric | value | 95% interval (bootstrap) |\n| --- | --- | --- |\n{rows}")
+    return "\n".join([f"**Run {run_id}**: {summary['n']} questions from {golden}, mode {summary['mode']}", "",
+                      *metrics_table(summary)])
 
 
 def question_markdown(row: dict) -> str:
@@ -214,7 +210,7 @@ def build_evaluate_tab(pipeline: Pipeline, feedback: FeedbackStore) -> tuple[Cal
             found = compare_runs(runs_dir() / a, runs_dir() / b)
         except RagError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        image = comparison_plot(found)
+        image = comparison_plot(found, HEADLINE)
         return comparison_markdown(found), f'<img alt="metric deltas" style="max-width:100%" src="data:image/png;base64,{image}">' if image else ""
 
     def do_question(rid: str, qid: str | None):

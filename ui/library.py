@@ -17,9 +17,7 @@ COLUMNS = ["document id", "title", "date", "publisher", "URL", "passages", "remo
 
 
 def document_rows(pipeline: Pipeline) -> list[list]:
-    passages: dict[str, int] = {}
-    for chunk in pipeline.store.chunks:
-        passages[chunk.doc_id] = passages.get(chunk.doc_id, 0) + 1
+    passages = pipeline.store.manifest.chunk_counts
     rows = []
     for doc in sorted(pipeline.store.documents.values(), key=lambda d: (d.title or d.doc_id).lower()):
         reasons = sorted({r.reason for r in doc.removed})
