@@ -63,8 +63,13 @@ QUESTION_FORM = (
 )
 
 
+# A leading clause that sets the scene ("When adduser creates an account, where ..."): the question is what follows.
+LEADING_CLAUSE = re.compile(r"^\s*(?:when|if|after|before|once|while)\b[^,?]*,\s*(?=(?:what|which|where|who|whom|whose|why|how|when|in what|on what)\b)", re.I)
+
+
 def expected_answer_type(question: str) -> str | None:
-    return next((kind for kind, pattern in ANSWER_TYPES if pattern.search(question)), None)
+    asked = LEADING_CLAUSE.sub("", question, count=1)
+    return next((kind for kind, pattern in ANSWER_TYPES if pattern.search(asked)), None)
 
 
 def has_answer_type(sentence: str, kind: str | None) -> bool:
@@ -183,7 +188,8 @@ class Evidence:
     term_coverage: float  # share of the question's content words in the best-covering passage and its headings,
     #                       each weighted by how rare it is in the collection (BM25's IDF)
     unknown_terms: float  # share of the question's content words that no passage of the collection holds
-    name_coverage: float  # share of the question's names and numbers found in the passages (1 when it has none)
+    name_coverage: float  # share of the question's names and numbers found in the passages (1 when it has none),
+    #                      a missing name weighted by how rare it is in the collection
     answer_type: float  # 1 when a best sentence holds the kind of answer asked for (or none is asked)
 
     @classmethod
@@ -216,9 +222,13 @@ class PolicyModel:
     def to_json(self) -> dict:
         return asdict(self)
 
-    def probability(self, evidence: Evidence) -> float:
+    def contributions(self, evidence: Evidence) -> np.ndarray:
+        """Each feature's share of the logit: how far it pushes towards answering (+) or refusing (-)."""
         z = (evidence.vector(self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
-        logit = float(z @ np.asarray(self.coef) + self.intercept)
+        return z * np.asarray(self.coef)
+
+    def probability(self, evidence: Evidence) -> float:
+        logit = float(self.contributions(evidence).sum() + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
 
 
@@ -273,10 +283,18 @@ class AnswerPolicy:
             relevance_gap=dense[0] - float(np.mean(dense[1:])) if len(dense) > 1 else 0.0,
             term_coverage=coverage,
             unknown_terms=float((weight >= 1.0).mean()) if terms and self.specificity else 0.0,
-            name_coverage=1.0 - len(missing) / len(asked) if asked else 1.0,
+            name_coverage=1.0 - self._surprise(missing) / len(asked) if asked else 1.0,
             answer_type=float(typed),
         )
         return evidence, missing
+
+    def _surprise(self, missing: list[str]) -> float:
+        """How much the names the passages lack count: a name the whole collection keeps repeating
+        ("Debian" in the Debian manuals) is its subject, so the passages' silence on it says little;
+        a name in no passage at all counts fully. Each name weighs its rarest word's specificity."""
+        if not missing or self.specificity is None:
+            return float(len(missing))
+        return float(sum(self.specificity(terms).max() if terms else 1.0 for terms in bm25_tokenize(missing)))
 
     def _coverage(self, question: str, terms: list[str], weight: np.ndarray, texts: list[str], sentences: Sequence[str]) -> float:
         """The best passage's share of the question's terms, each weighted by its rarity (1 for a question of none)."""
@@ -297,6 +315,18 @@ class AnswerPolicy:
         stems = {w: stem[0] for w, stem in zip(question_words, bm25_tokenize(question_words)) if stem and stem[0] in unseen}
         return {stems[w] for w in with_synonym(list(stems), " ".join(sentences), self.word_vectors)}
 
+    def _weakest(self, question: str, evidence: Evidence, missing: list[str]) -> str:
+        """The reason a student can read: the feature that pulled the confidence down the most."""
+        pulls = dict(zip(self.model.features, self.model.contributions(evidence)))
+        weakest = min(pulls, key=pulls.get)
+        if weakest == "name_coverage" and missing:
+            return f"the passages found never mention {', '.join(missing)}"
+        if weakest == "answer_type" and not evidence.answer_type:
+            return f"no passage states the {expected_answer_type(question)} the question asks for"
+        if weakest in ("term_coverage", "unknown_terms"):
+            return f"the passages hold only {evidence.term_coverage:.0%} of the question's words"
+        return f"the closest passage is far from the question (similarity {evidence.relevance:.2f})"
+
     def decide(self, question: str, hits: list[Hit], ranked_sentences: Sequence[str]) -> Verdict:
         """`ranked_sentences`: the passages' best answer sentences, best first (a handful is enough)."""
         if not hits or not ranked_sentences:
@@ -307,19 +337,8 @@ class AnswerPolicy:
             return Verdict("answered", confidence, "", evidence, tuple(missing))
         outcome: Outcome = "refused" if confidence < self.refuse_below else "low_confidence"
         threshold, setting = (self.refuse_below, "RAG_REFUSE_BELOW") if outcome == "refused" else (self.unsure_below, "RAG_UNSURE_BELOW")
-        why = _weakest(question, evidence, missing)
+        why = self._weakest(question, evidence, missing)
         return Verdict(outcome, confidence, f"{why} (confidence {confidence:.2f} < {setting}={threshold:.2f})", evidence, tuple(missing))
-
-
-def _weakest(question: str, evidence: Evidence, missing: list[str]) -> str:
-    """The reason a student can read: the most telling of the weak features."""
-    if missing:
-        return f"the articles never mention {', '.join(missing)}"
-    if not evidence.answer_type:
-        return f"no passage states the {expected_answer_type(question)} the question asks for"
-    if evidence.term_coverage < 0.5:
-        return f"the passages hold only {evidence.term_coverage:.0%} of the question's words"
-    return f"the closest passage is far from the question (similarity {evidence.relevance:.2f})"
 
 
 # ---- a model's own refusal ----------------------------------------------------------------------------------

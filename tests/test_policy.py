@@ -33,6 +33,8 @@ def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str
     ("Who is Dmitri Trenin?", None),
     ("Where did Putin and Lukashenko meet?", None),
     ("Why did Lukashenko go to Sochi?", None),
+    ("When adduser creates a new account, where do its first files come from?", None),  # the "when" sets the scene
+    ("If the service fails, how many times is it restarted?", "number"),
 ])
 def test_expected_answer_type(question, kind):
     assert expected_answer_type(question) == kind
@@ -118,6 +120,28 @@ def test_rare_words_count_more_and_words_in_no_passage_are_counted():
     evidence, _ = policy(specificity=specificity).evidence("Does Russia lend Belarus BBR?", hits, ["Russia and Belarus lend."])
     assert evidence.term_coverage == pytest.approx(0.4 / 1.4)  # the rare word is the one missing
     assert evidence.unknown_terms == 0.25
+
+
+def test_a_name_the_collection_keeps_repeating_is_not_evidence_of_absence():
+    rarity = {"debian": 0.05, "ubuntu": 1.0}  # in most passages / in none
+    specificity = lambda terms: np.array([rarity.get(t, 0.5) for t in terms])  # noqa: E731
+    hits = [hit("Writing to /dev/full returns the ENOSPC error.")]
+    common, missing = policy(specificity=specificity).evidence("What does /dev/full do on Debian?", hits, ["Writing returns ENOSPC."])
+    assert missing == ["Debian"] and common.name_coverage == pytest.approx(0.95)
+    absent, missing = policy(specificity=specificity).evidence("What does /dev/full do on Ubuntu?", hits, ["Writing returns ENOSPC."])
+    assert missing == ["Ubuntu"] and absent.name_coverage == 0.0
+
+
+def test_the_reason_names_the_feature_that_pulled_the_confidence_down(tmp_path):
+    path = tmp_path / "model.json"  # relevance and names weigh alike
+    path.write_text('{"features": ["relevance", "name_coverage"], "mean": [0.5, 0.5], "scale": [0.1, 0.1], "coef": [1, 1], "intercept": 0}')
+    policy = AnswerPolicy(PolicyModel.load(path), 0.0, 0.99)
+    far = policy.decide("What does /dev/full return?", [hit("Writing to /dev/full fails.", 0.1)], ["Writing to /dev/full fails."])
+    assert far.low_confidence and far.reason.startswith("the closest passage is far from the question (similarity 0.10)")
+    half_named = policy.decide("What did Merkel tell Lukashenko?", [hit("Lukashenko wrote to /dev/full.", 0.1)], ["Lukashenko wrote."])
+    assert half_named.missing == ("Merkel",) and half_named.reason.startswith("the closest passage is far")  # names pull less
+    unnamed = policy.decide("What did Merkel say about /dev/full?", [hit("Writing to /dev/full fails.", 0.8)], ["Writing to /dev/full fails."])
+    assert unnamed.low_confidence and unnamed.reason.startswith("the passages found never mention Merkel")
 
 
 def test_the_bundled_model_orders_strong_evidence_above_weak():
