@@ -14,6 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -22,6 +25,8 @@ import numpy as np
 from rag.embedding import Embedder, Units
 from rag.errors import RagError
 from rag.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LOCAL = "local"  # `--ray` without an address: a small Ray on this machine, for this build only
 LOCAL_CPUS = 2
@@ -86,21 +91,45 @@ def ray_cluster(address: str) -> Iterator[None]:
         import ray
     except ImportError:
         raise RagError("`rag index --ray` needs Ray: pip install 'ray[data]>=2.60'") from None
+    if address != LOCAL:
+        _check_reachable(address)
     if ray.is_initialized():
         yield
         return
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # read when ray.data is imported
+    logs = tempfile.mkdtemp(prefix="rag-ray-") if address == LOCAL else None
     try:
-        if address == LOCAL:
-            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
-                     _temp_dir=tempfile.mkdtemp(prefix="rag-ray-"), **quiet)
+        if logs:
+            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, _temp_dir=logs, **quiet)
         else:
             ray.init(address=address, **quiet)
     except Exception as exc:  # noqa: BLE001 - a bad address or a cluster that does not answer: the same fix
-        raise RagError(f"cannot join the Ray cluster at {address!r} ({exc.__class__.__name__}); "
-                       "give the head node's address (e.g. ray://head:10001 or auto on a cluster node), or `--ray` alone for a local one") from None
+        raise RagError(_cannot_join(address, exc.__class__.__name__)) from None
     try:
         yield
+    except BaseException:
+        if logs:
+            log.warning("the local Ray's logs are kept in %s", logs)
+        logs = None
+        raise
     finally:
         ray.shutdown()
+        if logs:  # a Ray started for one build leaves nothing behind
+            shutil.rmtree(logs, ignore_errors=True)
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster's host:port answers, checked first: Ray itself waits minutes for a wrong one."""
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)", address)
+    if not match:
+        return  # `auto` and the like: Ray looks the cluster up itself, and fails fast
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=5).close()
+    except OSError as exc:
+        raise RagError(_cannot_join(address, exc.__class__.__name__)) from None
+
+
+def _cannot_join(address: str, cause: str) -> str:
+    return (f"cannot join the Ray cluster at {address!r} ({cause}); give the head node's address "
+            "(ray://HEAD:10001, HEAD:6379, or auto on a cluster node), or `--ray` alone for a local Ray")
