@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = ("startup", "index", "incremental", "retrieval", "scale", "answer", "concurrency")
+SCENARIOS = ("startup", "index", "incremental", "retrieval", "scale", "answer", "concurrency", "distributed")
 QUESTIONS = [
     "How much money did Russia promise to lend Belarus?",
     "Where did Putin and Lukashenko meet in September 2020?",
@@ -287,6 +287,63 @@ def scenario_retrieval(env: dict) -> dict:
     return out
 
 
+def scenario_distributed(env: dict) -> dict:
+    """Issue 18 on this machine: `rag index` against `rag index --ray` (a local Ray started by each run)
+    on the seeds and the smallest development collection, the two indexes compared; and query latency
+    with the passages in an embedded Qdrant against the FAISS store, on the seeds."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        ray_env = {"HOME": str(tmp_path / "home")}  # Ray's auth token goes under the home folder
+        collections = {"seeds": Path(env["seeds"])}
+        if env.get("collections"):
+            smallest = min((Path(c) for c in env["collections"]), key=lambda c: sum(f.stat().st_size for f in c.iterdir()))
+            collections[smallest.parent.name] = smallest
+        for name, docs in collections.items():
+            out[f"index {name}"] = ray_against_plain(docs, tmp_path / name, ray_env)
+        out["query latency, seeds"] = qdrant_against_faiss(Path(env["seeds"]), Path(env["golden"]), tmp_path / "latency")
+    return out
+
+
+def ray_against_plain(docs: Path, tmp: Path, ray_env: dict) -> dict:
+    from rag.store import IndexStore
+
+    plain, on_ray = tmp / "plain", tmp / "ray"
+    command = [*rag_cmd(), "index", "--seeds", str(docs), "--rebuild", "--index"]
+    run_measured([*command, str(plain)])  # the first build makes the ONNX export; both then use it
+    shutil.copytree(plain / "onnx", on_ray / "onnx")
+    runs = {label: [run_measured([*command, str(index), *extra], ray_env)[0] for _ in range(INDEX_RUNS)]
+            for label, index, extra in (("rag index", plain, []), ("rag index --ray (local Ray, 2 actors)", on_ray, ["--ray"]))}
+    a, b = IndexStore.load(plain), IndexStore.load(on_ray)
+    cosine = [float(np.min(np.sum(np.asarray(x) * np.asarray(y), axis=1)))
+              for x, y in ((a.vectors, b.vectors), (a.sentence_vectors, b.sentence_vectors))]
+    return {"passages": a.manifest.n_chunks, "units": a.manifest.n_sentences} | {
+        f"{label}, whole process (s)": stats(seconds) for label, seconds in runs.items()} | {
+        "same chunk ids": [c.chunk_id for c in a.chunks] == [c.chunk_id for c in b.chunks],
+        "lowest cosine, passage vectors": round(cosine[0], 6), "lowest cosine, unit vectors": round(cosine[1], 6)}
+
+
+def qdrant_against_faiss(seeds: Path, golden: Path, tmp: Path) -> dict:
+    from rag.factory import build_pipeline
+    from rag.settings import Settings
+
+    stores = {"faiss": {}, "qdrant (embedded)": {"RAG_STORE": "qdrant", "RAG_QDRANT_PATH": str(tmp / "qdrant")}}
+    questions = load_questions(golden) * 3
+    out = {}
+    for label, extra in stores.items():
+        index = tmp / label.split()[0]
+        run_measured([*rag_cmd(), "index", "--seeds", str(seeds), "--index", str(index)], extra)
+        settings = Settings(_env_file=None, index_dir=index, **{k.removeprefix("RAG_").lower(): v for k, v in extra.items()})
+        pipeline = build_pipeline(settings)
+        pipeline.warm_up()
+        vectors = {q: pipeline.embedder.encode_queries([q])[0] for q in set(questions)}  # the store's share, not the model's
+        for method in ("dense", "bm25", "hybrid"):
+            out[f"{label} / {method} search, query embedded (ms)"] = stats(
+                [timed(lambda q=q: pipeline.search(q, method=method, query_vector=vectors[q]), 1)[0] for q in questions])
+        pipeline.close()
+    return out
+
+
 EF_SEARCH = (64, 128, 256, 512)
 NPROBE = (64, 256, 512)
 
@@ -431,7 +488,7 @@ def load_questions(golden: Path) -> list[str]:
 
 
 RUNNERS = {"startup": scenario_startup, "index": scenario_index, "incremental": scenario_incremental, "retrieval": scenario_retrieval, "scale": scenario_scale,
-           "answer": scenario_answer, "concurrency": scenario_concurrency}
+           "answer": scenario_answer, "concurrency": scenario_concurrency, "distributed": scenario_distributed}
 
 
 # ---- the parent -----------------------------------------------------------------------------------

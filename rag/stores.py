@@ -80,12 +80,14 @@ def open_previous(settings: Settings) -> PassageStore | None:
 
 def store_recipe(settings: Settings) -> dict[str, str]:
     """What a manifest records of the configured store (nothing for FAISS): another collection or
-    another Qdrant means a full rebuild. A missing URL or path fails here, before any work."""
+    another Qdrant means a full rebuild. Qdrant is reached now: a missing or wrong URL fails before any work."""
     if settings.store != QDRANT:
         return {}
-    from rag.qdrant_store import collection_name, location_for
+    from rag.qdrant_store import collection_name, connect, location_for
 
-    return {"kind": QDRANT, "collection": collection_name(settings), "location": location_for(settings).recorded}
+    location = location_for(settings)
+    connect(location, settings.qdrant_timeout)
+    return {"kind": QDRANT, "collection": collection_name(settings), "location": location.recorded}
 
 
 def _kind(settings: Settings) -> str:

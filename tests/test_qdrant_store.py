@@ -4,6 +4,7 @@ bad settings as one clear line."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN_PATH, SEEDS_DIR, settings_for_test
+from rag.embedding import VectorCache
 from rag.errors import RagError
 from rag.factory import build_pipeline
 from rag.indexing import build_index
@@ -116,7 +118,14 @@ def test_stored_vectors_and_keyword_weights_match(stores):
 # ---- the golden set on both stores ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipelines(seed_index, qdrant_index, embedder):
-    return build_pipeline(seed_index, embedder=embedder), build_pipeline(qdrant_index, embedder=embedder)
+    """Both stores' pipelines on the session's model, each question and sentence embedded once for both
+    (on two busy cores, embedding them twice was most of these tests' time)."""
+    shared = copy.copy(embedder)
+    for name in ("encode_queries", "encode_documents"):
+        plain = getattr(embedder, name)
+        cache = VectorCache(plain, 100_000)
+        setattr(shared, name, lambda texts, cache=cache, plain=plain: cache(texts) if len(texts) else plain(texts))
+    return build_pipeline(seed_index, embedder=shared), build_pipeline(qdrant_index, embedder=shared)
 
 
 def test_golden_retrieval_within_002_of_faiss_and_top5_documents_agree(pipelines):
@@ -138,8 +147,12 @@ def test_golden_extractive_answers_within_002_of_faiss(pipelines, tmp_path):
     from rag.golden import load_golden
 
     items = load_golden(GOLDEN_PATH)
-    faiss, qdrant = (Evaluator(p).run(items, tmp_path / name, "extractive")["metrics"] for p, name in zip(pipelines, ("f", "q")))
+    runs = [Evaluator(p).run(items, tmp_path / name, "extractive") for p, name in zip(pipelines, ("faiss", "qdrant"))]
+    faiss, qdrant = (run["metrics"] for run in runs)
     for metric in HEADLINE:
+        if faiss[metric] is None:  # e.g. no unanswerable question among these
+            assert qdrant[metric] is None
+            continue
         assert abs(faiss[metric] - qdrant[metric]) <= 0.02, (metric, faiss[metric], qdrant[metric])
 
 

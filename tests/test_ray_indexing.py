@@ -3,8 +3,10 @@ manifest facts, and failures as one line with the index in service untouched."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,6 +104,17 @@ def test_an_unreachable_cluster_is_one_line():
     with pytest.raises(RagError, match=f"cannot join the Ray cluster at '127.0.0.1:{port}'"):
         with ray_cluster(f"127.0.0.1:{port}"):
             pass
+
+
+def test_rag_index_with_a_bad_ray_address_is_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | {"HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([str(Path(sys.executable).with_name("rag")), "index", "--index", str(tmp_path / "index"),
+                             "--ray-address", address], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot join the Ray cluster at '{address}'")
 
 
 def test_without_ray_installed_the_fix_is_named(monkeypatch):
