@@ -268,7 +268,7 @@ class QdrantStore:
 
     @cached_property
     def chunks(self) -> list[Chunk]:
-        order = {doc_id: i for i, doc_id in enumerate(self.manifest.chunk_counts)}
+        order = self._doc_order
         chunks = [self._remember(str(p.id), p.payload) for p in self.scroll(self.live())]
         chunks.sort(key=lambda c: (order.get(c.doc_id, len(order)), c.position))
         if len(chunks) != self.manifest.n_chunks:
@@ -352,9 +352,15 @@ class QdrantStore:
             return []
         result = self._call(lambda: self.client.query_points(
             self.collection, query=query, using=using, limit=k, query_filter=allowed or self.live(), with_payload=True))
-        for p in result.points:  # the payload comes with the hit: no second request for the passage
-            self._remember(str(p.id), p.payload)
-        return [(str(p.id), float(p.score)) for p in result.points]
+        # float32, as the vectors: the embedded engine's float64 sums differ in the last bits for equal vectors
+        hits = [(str(p.id), float(np.float32(p.score)), self._remember(str(p.id), p.payload)) for p in result.points]
+        # equal scores (a unit shared by two overlapping passages) in storage order, as the FAISS store ranks them
+        hits.sort(key=lambda hit: (-hit[1], self._doc_order.get(hit[2].doc_id, len(self._doc_order)), hit[2].position))
+        return [(key, score) for key, score, _ in hits]
+
+    @cached_property
+    def _doc_order(self) -> dict[str, int]:
+        return {doc_id: i for i, doc_id in enumerate(self.manifest.chunk_counts)}
 
     def dense_search(self, query_vector: np.ndarray, k: int, allowed: models.Filter | None = None) -> list[tuple[str, float]]:
         """One MaxSim query over the passage and its units: a passage scores by its best match."""
