@@ -331,7 +331,7 @@ def qdrant_against_faiss(seeds: Path, golden: Path, tmp: Path) -> dict:
     questions = load_questions(golden) * 3
     out = {}
     for label, extra in stores.items():
-        index = tmp / label.split()[0]
+        index = tmp / f"index-{label.split()[0]}"
         run_measured([*rag_cmd(), "index", "--seeds", str(seeds), "--index", str(index)], extra)
         settings = Settings(_env_file=None, index_dir=index, **{k.removeprefix("RAG_").lower(): v for k, v in extra.items()})
         pipeline = build_pipeline(settings)
@@ -339,7 +339,7 @@ def qdrant_against_faiss(seeds: Path, golden: Path, tmp: Path) -> dict:
         vectors = {q: pipeline.embedder.encode_queries([q])[0] for q in set(questions)}  # the store's share, not the model's
         for method in ("dense", "bm25", "hybrid"):
             out[f"{label} / {method} search, query embedded (ms)"] = stats(
-                [timed(lambda q=q: pipeline.search(q, method=method, query_vector=vectors[q]), 1)[0] for q in questions])
+                [timed(lambda q=q: pipeline.retriever.search(q, method=method, query_vector=vectors[q]), 1)[0] for q in questions])
         pipeline.close()
     return out
 

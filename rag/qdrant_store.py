@@ -112,6 +112,8 @@ def location_for(settings: Settings, recorded: str | None = None) -> Location:
     if settings.qdrant_url:
         return Location(settings.qdrant_url.rstrip("/"), None, key)
     if settings.qdrant_path:
+        if settings.qdrant_path.resolve() == settings.index_dir.resolve():  # both lock a `.lock` file there
+            raise QdrantError("RAG_QDRANT_PATH is the index folder; give the embedded Qdrant a folder of its own")
         return Location(None, str(settings.qdrant_path.resolve()), key)
     if recorded:
         is_url = re.match(r"^[a-z]+://", recorded)
