@@ -5,6 +5,7 @@ bad settings as one clear line."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import socket
@@ -184,17 +185,7 @@ def test_add_change_remove_an_article_on_qdrant(tmp_path, seeds_copy, embedder):
     assert build_index(settings, embedder).up_to_date
 
 
-def test_switching_store_rebuilds_and_search_reads_the_manifest(tmp_path, embedder):
-    """`rag index` with RAG_STORE=qdrant over a FAISS index re-embeds all; a later reader needs no Qdrant settings."""
-    settings = settings_for_test(index_dir=tmp_path / "index", seeds_dir=SEEDS_DIR)
-    build_index(settings, embedder)
-    report = build_index(qdrant_settings(tmp_path, seeds_dir=SEEDS_DIR), embedder)
-    assert report.embedded_chunks == report.n_chunks
-    reader = load_store(settings)  # RAG_STORE unset: the manifest names the collection and where it is
-    assert reader.manifest.store["kind"] == "qdrant" and len(reader.chunks) == report.n_chunks
-
-
-# ---- bad settings: one line, a non-zero exit, never the key -----------------------------------------------
+# ---- the command line; bad settings: one line, a non-zero exit, never the key -----------------------------------------------
 def run_rag(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")} | {"HF_HUB_OFFLINE": "1"} | env
     return subprocess.run([str(RAG), *args], env=clean, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -237,3 +228,16 @@ def test_a_missing_collection_names_the_setting_and_the_fix(qdrant_index, tmp_pa
 def test_missing_url_or_path_is_a_rag_error_in_the_library(tmp_path, embedder):
     with pytest.raises(RagError, match="RAG_QDRANT_URL"):
         build_index(settings_for_test(store="qdrant", index_dir=tmp_path / "index", seeds_dir=SEEDS_DIR), embedder)
+
+
+def test_cli_switching_to_qdrant_rebuilds_and_search_needs_only_the_index(tmp_path):
+    """`RAG_STORE=qdrant RAG_QDRANT_PATH=P rag index --index DIR` over a FAISS index re-embeds every passage;
+    `rag search --index DIR` then reads the manifest, which names the collection and where it is."""
+    index, seeds = str(tmp_path / "index"), str(SEEDS_DIR)
+    assert run_rag("index", "--index", index, "--seeds", seeds).returncode == 0
+    moved = run_rag("index", "--index", index, "--seeds", seeds, RAG_STORE="qdrant", RAG_QDRANT_PATH=str(tmp_path / "qdrant"))
+    assert moved.returncode == 0 and "embedded 28 chunks" in moved.stdout, moved.stderr
+    found = run_rag("search", "--index", index, "--json", "How much will Russia lend Belarus?")
+    assert found.returncode == 0, found.stderr
+    top = json.loads(found.stdout)["results"][0]
+    assert "1.5 billion" in top["text"] and top["title"] and top["end"] > top["start"]  # the payload's record
