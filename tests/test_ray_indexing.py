@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +67,58 @@ def test_seeds_on_ray_equal_a_plain_index(seed_index, seeds_on_ray):
     assert_same_index(seed_index.index_dir, seeds_on_ray.index_dir)
 
 
+def descends_from_us(pid: int) -> bool:
+    """The process was started under this test process (our local Ray), not anyone else's."""
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid == os.getpid():
+            return True
+    return False
+
+
+def actor_processes() -> list[int]:
+    """Processes whose title Ray set to one of our embedding actors'."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"MapBatches(_EmbedPassages)" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
+def kill_one_actor_mid_job(killed: list[int], stop: threading.Event) -> None:
+    """Once an embedding actor of ours is up and working, kill it (SIGKILL), once."""
+    while not stop.is_set():
+        ours = [pid for pid in actor_processes() if descends_from_us(pid)]
+        if ours:
+            stop.wait(5)  # the model loaded, a batch under way
+            os.kill(ours[0], signal.SIGKILL)
+            killed.append(ours[0])
+            return
+        stop.wait(0.5)
+
+
 @pytest.mark.skipif(not PRINTED.is_dir(), reason="`make collections` builds the development collections")
-def test_a_development_collection_on_ray_equals_a_plain_index(seeds_on_ray, tmp_path, embedder):
+def test_a_development_collection_on_ray_equals_a_plain_index_even_with_an_actor_killed(seeds_on_ray, tmp_path, embedder):
     plain = settings_for_test(index_dir=tmp_path / "plain", seeds_dir=PRINTED)
     build_index(plain, embedder)
     on_ray = settings_for_test(index_dir=tmp_path / "ray", seeds_dir=PRINTED)
-    report = ray_build(on_ray, onnx_from=seeds_on_ray.index_dir / "onnx")
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=kill_one_actor_mid_job, args=(killed, stop))
+    killer.start()
+    try:
+        report = ray_build(on_ray, onnx_from=seeds_on_ray.index_dir / "onnx")
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no embedding actor was seen to kill"
     assert report.embedded_chunks > 100
-    assert_same_index(plain.index_dir, on_ray.index_dir)
+    assert_same_index(plain.index_dir, on_ray.index_dir)  # Ray restarted the actor and ran its batch again
 
 
 def test_ray_writes_to_qdrant_as_a_plain_index_does(seeds_on_ray, tmp_path):
