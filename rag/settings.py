@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(256, description="HNSW search breadth: recall@10 0.986 at 1,000,000 passages (128: 0.950)")
 
     # Where the passages and their vectors live: this machine's FAISS + BM25 files, or Qdrant
-    store: Literal["faiss", "qdrant"] = Field("faiss", description="qdrant: passages, vectors and keyword weights in a Qdrant collection")
+    store: Literal["faiss", "qdrant"] | None = Field(
+        None, description="qdrant: passages, vectors and keyword weights in a Qdrant collection; unset: as the index is (faiss for a new one)")
     qdrant_url: str | None = Field(None, description="a Qdrant server or cluster, e.g. http://qdrant:6333")
     qdrant_path: Path | None = Field(None, description="an embedded Qdrant kept in this folder (tests, small set-ups), instead of a URL")
     qdrant_api_key: SecretStr | None = Field(None, description="the Qdrant server's API key")

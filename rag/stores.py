@@ -79,19 +79,27 @@ def open_previous(settings: Settings) -> PassageStore | None:
 
 
 def store_recipe(settings: Settings) -> dict[str, str]:
-    """What a manifest records of the configured store (nothing for FAISS): another collection or
-    another Qdrant means a full rebuild. Qdrant is reached now: a missing or wrong URL fails before any work."""
-    if settings.store != QDRANT:
+    """What a manifest records of the store `rag index` writes to (nothing for FAISS): RAG_STORE, else
+    the current index's. Another collection or another Qdrant means a full rebuild. Qdrant is reached
+    now: a missing or wrong URL fails before any work."""
+    current = _current(settings)
+    if (settings.store or current.get("kind")) != QDRANT:
         return {}
     from rag.qdrant_store import collection_name, connect, location_for
 
-    location = location_for(settings)
+    location = location_for(settings, current.get("location"))
     connect(location, settings.qdrant_timeout)
-    return {"kind": QDRANT, "collection": collection_name(settings), "location": location.recorded}
+    collection = current.get("collection") if current and not settings.qdrant_collection else collection_name(settings)
+    return {"kind": QDRANT, "collection": collection, "location": location.recorded}
 
 
 def _kind(settings: Settings) -> str:
+    return _current(settings).get("kind", "faiss")
+
+
+def _current(settings: Settings) -> dict[str, str]:
+    """The current index's store, as its manifest records it ({} for FAISS, or no readable index)."""
     try:
-        return read_manifest(current_version_dir(settings.index_dir) / "manifest.json").store.get("kind", "faiss")
+        return read_manifest(current_version_dir(settings.index_dir) / "manifest.json").store
     except (IndexMissingError, IndexCorruptError):
-        return "faiss"  # IndexStore reports what is missing or damaged
+        return {}  # IndexStore reports what is missing or damaged

@@ -232,11 +232,13 @@ def test_missing_url_or_path_is_a_rag_error_in_the_library(tmp_path, embedder):
 
 def test_cli_switching_to_qdrant_rebuilds_and_search_needs_only_the_index(tmp_path):
     """`RAG_STORE=qdrant RAG_QDRANT_PATH=P rag index --index DIR` over a FAISS index re-embeds every passage;
-    `rag search --index DIR` then reads the manifest, which names the collection and where it is."""
+    `rag index` and `rag search --index DIR` then follow the manifest, which names the collection and where it is."""
     index, seeds = str(tmp_path / "index"), str(SEEDS_DIR)
     assert run_rag("index", "--index", index, "--seeds", seeds).returncode == 0
     moved = run_rag("index", "--index", index, "--seeds", seeds, RAG_STORE="qdrant", RAG_QDRANT_PATH=str(tmp_path / "qdrant"))
     assert moved.returncode == 0 and "embedded 28 chunks" in moved.stdout, moved.stderr
+    again = run_rag("index", "--index", index, "--seeds", seeds)  # RAG_STORE unset: the index's store, the recorded Qdrant
+    assert again.returncode == 0 and "index is up to date" in again.stdout, again.stderr
     found = run_rag("search", "--index", index, "--json", "How much will Russia lend Belarus?")
     assert found.returncode == 0, found.stderr
     top = json.loads(found.stdout)["results"][0]
