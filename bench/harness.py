@@ -302,7 +302,46 @@ def scenario_distributed(env: dict) -> dict:
         for name, docs in collections.items():
             out[f"index {name}"] = ray_against_plain(docs, tmp_path / name, ray_env)
         out["query latency, seeds"] = qdrant_against_faiss(Path(env["seeds"]), Path(env["golden"]), tmp_path / "latency")
+        out["hybrid fusion on Qdrant, seeds golden set"] = engine_fusion(tmp_path / "latency" / "index-qdrant", Path(env["golden"]))
     return out
+
+
+def engine_fusion(index: Path, golden: Path) -> dict:
+    """The product's RRF over Qdrant's two searches against Qdrant's own (`prefetch` + `RrfQuery(Rrf(k=60))`),
+    on the golden set's answerable questions: the figures of `rag eval retrieval`, and how often the top 5 agree."""
+    from qdrant_client import models
+
+    from rag import metrics as m
+    from rag.evaluation import standalone_questions
+    from rag.factory import build_pipeline
+    from rag.golden import load_golden
+    from rag.keywords import bm25_tokenize
+    from rag.qdrant_store import SPARSE, UNITS, query_sparse
+    from rag.settings import Settings
+
+    pipeline = build_pipeline(Settings(_env_file=None, index_dir=index))
+    store, items = pipeline.store, load_golden(golden)
+    queries = standalone_questions(items, pipeline.settings.history_turns)
+    depth = pipeline.settings.candidates
+    rows: dict[str, list[dict]] = {"product RRF": [], "engine RrfQuery": []}
+    for item in [i for i in items if i.answerable and i.reference_doc_ids]:
+        query = queries[item.id]
+        product = [h.chunk for h in pipeline.search(query, top_k=5)]
+        searches = [models.Prefetch(query=[pipeline.embedder.encode_queries([query])[0].tolist()], using=UNITS, limit=depth, filter=store.live())]
+        tokens = bm25_tokenize([query])[0]
+        if tokens:
+            searches.append(models.Prefetch(query=query_sparse(tokens), using=SPARSE, limit=depth, filter=store.live()))
+        fused = store.client.query_points(store.collection, prefetch=searches, query=models.RrfQuery(rrf=models.Rrf(k=pipeline.settings.rrf_k)),
+                                          limit=5, with_payload=True).points
+        engine = [store.passage(str(p.id)) for p in fused]
+        for name, hits in (("product RRF", product), ("engine RrfQuery", engine)):
+            ranked, relevant = [c.doc_id for c in hits], set(item.reference_doc_ids)
+            has = [m.passage_contains(c.text, item.reference_contexts) for c in hits]
+            rows[name].append({"doc_hit@1": m.hit_at_k(ranked, relevant, 1), "doc_hit@5": m.hit_at_k(ranked, relevant, 5),
+                               "mrr": m.reciprocal_rank(ranked, relevant), "passage@1": float(bool(has) and has[0]),
+                               "passage@5": float(any(has)), "same top 5 as the product's": float(hits == product)})
+    pipeline.close()
+    return {name: {k: round(statistics.fmean(r[k] for r in rs), 3) for k in rs[0]} for name, rs in rows.items()}
 
 
 def ray_against_plain(docs: Path, tmp: Path, ray_env: dict) -> dict:
