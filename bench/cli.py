@@ -9,7 +9,7 @@ import typer
 
 from rag.cli import IndexOpt, fail, settings_for
 
-SCENARIO_HELP = "startup, index, incremental, retrieval, scale, answer, concurrency (repeatable; default all)"
+SCENARIO_HELP = "startup, index, incremental, retrieval, scale, answer, concurrency, distributed (repeatable; default all)"
 DEVELOPMENT_DOCS = "eval/collections/*/docs"
 
 

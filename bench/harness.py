@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = ("startup", "index", "incremental", "retrieval", "scale", "answer", "concurrency")
+SCENARIOS = ("startup", "index", "incremental", "retrieval", "scale", "answer", "concurrency", "distributed")
 QUESTIONS = [
     "How much money did Russia promise to lend Belarus?",
     "Where did Putin and Lukashenko meet in September 2020?",
@@ -287,6 +287,102 @@ def scenario_retrieval(env: dict) -> dict:
     return out
 
 
+def scenario_distributed(env: dict) -> dict:
+    """Issue 18 on this machine: `rag index` against `rag index --ray` (a local Ray started by each run)
+    on the seeds and the smallest development collection, the two indexes compared; and query latency
+    with the passages in an embedded Qdrant against the FAISS store, on the seeds."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        ray_env = {"HOME": str(tmp_path / "home")}  # Ray's auth token goes under the home folder
+        collections = {"seeds": Path(env["seeds"])}
+        if env.get("collections"):
+            smallest = min((Path(c) for c in env["collections"]), key=lambda c: sum(f.stat().st_size for f in c.iterdir()))
+            collections[smallest.parent.name] = smallest
+        for name, docs in collections.items():
+            out[f"index {name}"] = ray_against_plain(docs, tmp_path / name, ray_env)
+        out["query latency, seeds"] = qdrant_against_faiss(Path(env["seeds"]), Path(env["golden"]), tmp_path / "latency")
+        out["hybrid fusion on Qdrant, seeds golden set"] = engine_fusion(tmp_path / "latency" / "index-qdrant", Path(env["golden"]))
+    return out
+
+
+def engine_fusion(index: Path, golden: Path) -> dict:
+    """The product's RRF over Qdrant's two searches against Qdrant's own (`prefetch` + `RrfQuery(Rrf(k=60))`),
+    on the golden set's answerable questions: the figures of `rag eval retrieval`, and how often the top 5 agree."""
+    from qdrant_client import models
+
+    from rag import metrics as m
+    from rag.evaluation import standalone_questions
+    from rag.factory import build_pipeline
+    from rag.golden import load_golden
+    from rag.keywords import bm25_tokenize
+    from rag.qdrant_store import SPARSE, UNITS, query_sparse
+    from rag.settings import Settings
+
+    pipeline = build_pipeline(Settings(_env_file=None, index_dir=index))
+    store, items = pipeline.store, load_golden(golden)
+    queries = standalone_questions(items, pipeline.settings.history_turns)
+    depth = pipeline.settings.candidates
+    rows: dict[str, list[dict]] = {"product RRF": [], "engine RrfQuery": []}
+    for item in [i for i in items if i.answerable and i.reference_doc_ids]:
+        query = queries[item.id]
+        product = [h.chunk for h in pipeline.search(query, top_k=5)]
+        searches = [models.Prefetch(query=[pipeline.embedder.encode_queries([query])[0].tolist()], using=UNITS, limit=depth, filter=store.live())]
+        tokens = bm25_tokenize([query])[0]
+        if tokens:
+            searches.append(models.Prefetch(query=query_sparse(tokens), using=SPARSE, limit=depth, filter=store.live()))
+        fused = store.client.query_points(store.collection, prefetch=searches, query=models.RrfQuery(rrf=models.Rrf(k=pipeline.settings.rrf_k)),
+                                          limit=5, with_payload=True).points
+        engine = [store.passage(str(p.id)) for p in fused]
+        for name, hits in (("product RRF", product), ("engine RrfQuery", engine)):
+            ranked, relevant = [c.doc_id for c in hits], set(item.reference_doc_ids)
+            has = [m.passage_contains(c.text, item.reference_contexts) for c in hits]
+            rows[name].append({"doc_hit@1": m.hit_at_k(ranked, relevant, 1), "doc_hit@5": m.hit_at_k(ranked, relevant, 5),
+                               "mrr": m.reciprocal_rank(ranked, relevant), "passage@1": float(bool(has) and has[0]),
+                               "passage@5": float(any(has)), "same top 5 as the product's": float(hits == product)})
+    pipeline.close()
+    return {name: {k: round(statistics.fmean(r[k] for r in rs), 3) for k in rs[0]} for name, rs in rows.items()}
+
+
+def ray_against_plain(docs: Path, tmp: Path, ray_env: dict) -> dict:
+    from rag.store import IndexStore
+
+    plain, on_ray = tmp / "plain", tmp / "ray"
+    command = [*rag_cmd(), "index", "--seeds", str(docs), "--rebuild", "--index"]
+    run_measured([*command, str(plain)])  # the first build makes the ONNX export; both then use it
+    shutil.copytree(plain / "onnx", on_ray / "onnx")
+    runs = {label: [run_measured([*command, str(index), *extra], ray_env)[0] for _ in range(INDEX_RUNS)]
+            for label, index, extra in (("rag index", plain, []), ("rag index --ray (local Ray, 2 actors)", on_ray, ["--ray"]))}
+    a, b = IndexStore.load(plain), IndexStore.load(on_ray)
+    cosine = [float(np.min(np.sum(np.asarray(x) * np.asarray(y), axis=1)))
+              for x, y in ((a.vectors, b.vectors), (a.sentence_vectors, b.sentence_vectors))]
+    return {"passages": a.manifest.n_chunks, "units": a.manifest.n_sentences} | {
+        f"{label}, whole process (s)": stats(seconds) for label, seconds in runs.items()} | {
+        "same chunk ids": [c.chunk_id for c in a.chunks] == [c.chunk_id for c in b.chunks],
+        "lowest cosine, passage vectors": round(cosine[0], 6), "lowest cosine, unit vectors": round(cosine[1], 6)}
+
+
+def qdrant_against_faiss(seeds: Path, golden: Path, tmp: Path) -> dict:
+    from rag.factory import build_pipeline
+    from rag.settings import Settings
+
+    stores = {"faiss": {}, "qdrant (embedded)": {"RAG_STORE": "qdrant", "RAG_QDRANT_PATH": str(tmp / "qdrant")}}
+    questions = load_questions(golden) * 3
+    out = {}
+    for label, extra in stores.items():
+        index = tmp / f"index-{label.split()[0]}"
+        run_measured([*rag_cmd(), "index", "--seeds", str(seeds), "--index", str(index)], extra)
+        settings = Settings(_env_file=None, index_dir=index, **{k.removeprefix("RAG_").lower(): v for k, v in extra.items()})
+        pipeline = build_pipeline(settings)
+        pipeline.warm_up()
+        vectors = {q: pipeline.embedder.encode_queries([q])[0] for q in set(questions)}  # the store's share, not the model's
+        for method in ("dense", "bm25", "hybrid"):
+            out[f"{label} / {method} search, query embedded (ms)"] = stats(
+                [timed(lambda q=q: pipeline.retriever.search(q, method=method, query_vector=vectors[q]), 1)[0] for q in questions])
+        pipeline.close()
+    return out
+
+
 EF_SEARCH = (64, 128, 256, 512)
 NPROBE = (64, 256, 512)
 
@@ -431,7 +527,7 @@ def load_questions(golden: Path) -> list[str]:
 
 
 RUNNERS = {"startup": scenario_startup, "index": scenario_index, "incremental": scenario_incremental, "retrieval": scenario_retrieval, "scale": scenario_scale,
-           "answer": scenario_answer, "concurrency": scenario_concurrency}
+           "answer": scenario_answer, "concurrency": scenario_concurrency, "distributed": scenario_distributed}
 
 
 # ---- the parent -----------------------------------------------------------------------------------

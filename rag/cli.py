@@ -73,13 +73,23 @@ def index(
     seeds: Annotated[Optional[Path], typer.Option("--seeds", help="articles folder (RAG_SEEDS_DIR)")] = None,
     index_dir: IndexOpt = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="ignore the current index and start over")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help="embed on Ray: a small Ray on this machine, or the cluster of --ray-address")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", metavar="ADDRESS", help="embed on the Ray cluster at ADDRESS (auto on a cluster node, ray://head:10001)")] = None,
 ) -> None:
     """Build or update the index from the seeds folder (and PATHs): new and changed articles only; nothing when nothing changed."""
     from rag.factory import build_embedder
     from rag.indexing import build_index
 
     settings = settings_for(seeds_dir=seeds, index_dir=index_dir)
-    report = build_index(settings, build_embedder(settings), extra_paths=paths, rebuild=rebuild, progress=sys.stderr.isatty())
+    progress = sys.stderr.isatty()
+    if ray or ray_address:
+        from rag.ray_indexing import LOCAL, RayEmbedder, ray_cluster
+
+        with ray_cluster(ray_address or LOCAL):
+            report = build_index(settings, RayEmbedder(settings), extra_paths=paths, rebuild=rebuild, progress=progress)
+    else:
+        report = build_index(settings, build_embedder(settings), extra_paths=paths, rebuild=rebuild, progress=progress)
     for skipped in report.skipped:
         typer.echo(f"skipped: {skipped.reason}", err=True)
     if report.up_to_date:
@@ -101,10 +111,10 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show a document's metadata, its blocks (kind, page, section path) and what cleaning removed (or list all documents)."""
-    from rag.store import IndexStore
+    from rag.stores import load_store
 
     settings = settings_for(index_dir=index_dir)
-    store = IndexStore.load(settings.index_dir)
+    store = load_store(settings, check_model=False)
     if doc_id is None:
         for doc in store.documents.values():
             n = store.manifest.chunk_counts.get(doc.doc_id, 0)

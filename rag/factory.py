@@ -14,7 +14,7 @@ from rag.pipeline import Pipeline, Stages
 from rag.policy import AnswerPolicy, PolicyModel
 from rag.retrieval import HybridRetriever
 from rag.settings import Settings
-from rag.store import IndexStore
+from rag.stores import PassageStore, load_store
 
 WORD_VECTORS = 10_000  # single words the policy's near-synonym check keeps embedded (about 15 MB)
 
@@ -24,11 +24,11 @@ def build_embedder(settings: Settings) -> Embedder:
                     onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
 
 
-def build_stages(settings: Settings, embedder: Embedder | None = None, store: IndexStore | None = None,
+def build_stages(settings: Settings, embedder: Embedder | None = None, store: PassageStore | None = None,
                  llm: LLMProvider | None = None) -> Stages:
     """Raises IndexMissingError (and the other index errors) when the index cannot be read."""
     embedder = embedder or build_embedder(settings)
-    store = store or IndexStore.load(settings.index_dir, settings.embedding_model, settings.hnsw_ef_search)
+    store = store or load_store(settings)
     word_vectors = VectorCache(embedder.encode_documents, WORD_VECTORS)
     return Stages(
         store=store,
@@ -43,7 +43,7 @@ def build_stages(settings: Settings, embedder: Embedder | None = None, store: In
 
 
 def build_pipeline(settings: Settings | None = None, embedder: Embedder | None = None,
-                   store: IndexStore | None = None) -> Pipeline:
+                   store: PassageStore | None = None) -> Pipeline:
     settings = settings or Settings()
     stages = build_stages(settings, embedder, store)
     # A newer index is read with the same model and the same LLM (one bundled server, not two).

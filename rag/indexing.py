@@ -32,6 +32,7 @@ from rag.onnx_export import export_for
 from rag.records import Chunk, Document
 from rag.settings import Settings
 from rag.store import IndexStore, Manifest
+from rag.stores import open_previous, store_recipe
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def build_index(
 def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, sources: list[Path], progress: bool) -> IndexReport:
     """One build under the lock: the previous version's unchanged articles kept, the rest embedded;
     nothing written when nothing changed."""
+    store = store_recipe(settings)
     loaded = load_documents(sources, _unchanged_files(previous))
     if not loaded.documents and not loaded.unchanged:
         names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
@@ -100,7 +102,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     hashes = {doc_id: old_hashes[doc_id] for doc_id in loaded.unchanged} | {d.doc_id: d.content_hash for d in loaded.documents}
     config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
     report = IndexReport(skipped=loaded.skipped)
-    reusable = _reusable(previous, settings, config)
+    reusable = _reusable(previous, settings, config, store)
 
     kept: list[str] = []  # articles whose passages and vectors stay, in their stored order
     fresh: list[Document] = []  # articles chunked and embedded now, stored after the kept ones
@@ -126,6 +128,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         "index_type": choose_index_type(settings, n_chunks),
         "sentence_vectors": settings.sentence_vectors,
         "file_stats": loaded.file_stats,
+        "store": store,
     }
     report.n_chunks = n_chunks
     report.embedded_chunks = len(new_chunks)
@@ -158,6 +161,8 @@ class _Plan:
 
 def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, plan: _Plan, progress: bool) -> str:
     """Embed the new passages and write the version; returns its name."""
+    if plan.recipe["store"]:
+        return _write_qdrant(settings, embedder, previous, plan, progress)
     kept, kept_rows, new_chunks = plan.kept, plan.kept_rows, plan.new_chunks
     # Adding articles only appends: the previous version's files are shared and extended.
     appending = (
@@ -167,14 +172,7 @@ def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         and not _moved(kept, plan.read, previous)
     )
     vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
-    manifest = Manifest(
-        **plan.recipe,
-        dimension=embedder.dimension,
-        n_chunks=len(kept_rows) + len(new_chunks),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        versions=library_versions(),
-        version=new_version_name(),
-    )
+    manifest = _manifest(plan, embedder)
     terms = _term_counts(previous, kept_rows, new_chunks, appending)
     if appending:
         write_version(settings.index_dir, manifest, plan.fresh, new_chunks, vectors, settings.hnsw, previous, terms)
@@ -183,6 +181,28 @@ def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         chunks = [previous.chunks[row] for row in kept_rows] + new_chunks if kept else new_chunks
         write_version(settings.index_dir, manifest, documents, chunks, vectors, settings.hnsw, None, terms)
     return manifest.version
+
+
+def _write_qdrant(settings: Settings, embedder: Embedder, previous, plan: _Plan, progress: bool) -> str:
+    """Only the new passages are embedded and sent: the kept ones stay in the collection."""
+    from rag.qdrant_writer import write_qdrant_version
+
+    vectors = _vectors(embedder, settings, plan.new_chunks, np.zeros(0, np.int64), None, True, progress)
+    manifest = _manifest(plan, embedder)
+    documents = [plan.read.get(doc_id) or previous.documents[doc_id] for doc_id in plan.kept] + plan.fresh
+    write_qdrant_version(settings, manifest, documents, plan.kept, plan.new_chunks, vectors, previous, progress)
+    return manifest.version
+
+
+def _manifest(plan: _Plan, embedder: Embedder) -> Manifest:
+    return Manifest(
+        **plan.recipe,
+        dimension=embedder.dimension,
+        n_chunks=len(plan.kept_rows) + len(plan.new_chunks),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        versions=library_versions(),
+        version=new_version_name(),
+    )
 
 
 def _moved(kept: list[str], read: dict[str, Document], previous: IndexStore) -> bool:
@@ -252,7 +272,7 @@ def _previous(settings: Settings) -> IndexStore | None:
     """The current index, if one exists and is readable (a damaged one is simply rebuilt). Its
     records are read only when needed: adding articles under the same settings never needs them."""
     try:
-        return IndexStore.open(settings.index_dir)
+        return open_previous(settings)
     except IndexMissingError:
         return None
     except IndexCorruptError as exc:
@@ -275,8 +295,8 @@ def _unchanged_files(previous: IndexStore | None) -> Reuse | None:
     return reuse
 
 
-def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerConfig) -> dict[str, range]:
-    """doc_id -> row numbers of its chunks, when the old index used the same model and chunker."""
+def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerConfig, store: dict) -> dict[str, range]:
+    """doc_id -> row numbers of its chunks, when the old index used the same model, chunker and store."""
     if previous is None:
         return {}
     m = previous.manifest
@@ -286,6 +306,7 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
         and m.chunker.get("embed_title") == settings.embed_title
         and m.sentence_vectors == settings.sentence_vectors
         and m.chunker.get("sentences") == _sentence_method(settings).get("sentences")
+        and m.store == store
     )
     if not same:
         log.info("embedding model or chunker changed: re-embedding every document")

@@ -17,7 +17,7 @@ from rag.errors import InputError
 from rag.indexing import IndexReport, build_index
 from rag.ingest import SUPPORTED_SUFFIXES
 from rag.settings import Settings
-from rag.store import IndexStore
+from rag.stores import PassageStore
 
 REMOVED = "removed-articles"  # where removed articles' files go, in the data folder (never indexed)
 UNSAFE = re.compile(r"[^\w.\- ]+")
@@ -78,7 +78,7 @@ class Library:
             candidate, n = self.folder / f"{stem}-{n}{suffix}", n + 1
         return candidate
 
-    def remove(self, doc_id: str, store: IndexStore) -> Path:
+    def remove(self, doc_id: str, store: PassageStore) -> Path:
         """Move the article's file aside (into the data folder); the next index drops it."""
         self.check_allowed()
         source = store.manifest.sources.get(doc_id)

@@ -60,7 +60,7 @@ Event = SourcesEvent | TokenEvent | NoticeEvent | AnswerEvent  # what `ask_strea
 class Stages:
     """The parts the pipeline strings together (see `rag.factory`); a test hands in small fakes."""
 
-    store: Any  # IndexStore: documents, passages by id, the index version
+    store: Any  # a PassageStore (rag.stores): documents, passages by id, the index version
     embedder: Any  # Embedder: shared by the stages; embeds the question once, counts prompt tokens
     retriever: Any  # HybridRetriever.search(query, top_k, method, filters, query_vector) -> list[Hit]
     ranker: Any  # ExtractiveAnswerer: rank(question, hits, query_vector) -> candidates; answer(candidates) -> sentences

@@ -1,6 +1,8 @@
-"""Retrieval: a question -> ranked `Hit`s, fusing dense (FAISS) and BM25 results by reciprocal rank.
+"""Retrieval: a question -> ranked `Hit`s, fusing dense and BM25 results by reciprocal rank.
 
-Optional MMR diversity, merging of neighbouring chunks, and filters by document and date.
+The searches are the store's (FAISS + BM25 files, or Qdrant); the fusion is the product's on either,
+so a hit keeps its rank in each search. Optional MMR diversity, merging of neighbouring chunks, and
+filters by document and date.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from rag.embedding import Embedder
 from rag.records import Chunk, Hit
 from rag.settings import Settings
-from rag.store import IndexStore
+from rag.stores import PassageStore
 
 Method = Literal["hybrid", "dense", "bm25"]
 
@@ -46,7 +48,7 @@ def reciprocal_rank_fusion(rankings: list[list[int]], k: int = 60) -> dict[int, 
 
 
 class HybridRetriever:
-    def __init__(self, store: IndexStore, embedder: Embedder, settings: Settings):
+    def __init__(self, store: PassageStore, embedder: Embedder, settings: Settings):
         self.store = store
         self.embedder = embedder
         self.settings = settings
@@ -60,11 +62,12 @@ class HybridRetriever:
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
         """`query_vector`: the query already embedded (the pipeline embeds it once for retrieval and ranking)."""
-        chunks = self.store.chunks
-        top_k = max(1, min(top_k or self.settings.top_k, len(chunks)))
-        allowed = self._allowed(filters)
-        if allowed is not None and len(allowed) == 0:
-            return []
+        top_k = max(1, min(top_k or self.settings.top_k, self.store.manifest.n_chunks))
+        allowed = None
+        if filters is not None and not filters.is_empty():
+            allowed = self.store.select(filters)
+            if allowed is None:
+                return []
         depth = max(self.settings.candidates, top_k * 3)
         if method == "bm25":
             query_vector = None
@@ -81,7 +84,7 @@ class HybridRetriever:
         if self.settings.mmr and query_vector is not None:
             order = self._mmr(order, query_vector, top_k, dense_score)
         hits = [
-            Hit(chunks[row], fused[row], dense_rank.get(row), bm25_rank.get(row), self._cosine(row, query_vector, dense_score))
+            Hit(self.store.passage(row), fused[row], dense_rank.get(row), bm25_rank.get(row), self._cosine(row, query_vector, dense_score))
             for row in order[:top_k]
         ]
         return self._merge_neighbors(hits) if self.settings.merge_neighbors else hits
@@ -91,16 +94,11 @@ class HybridRetriever:
             return dense_score[row]
         if query_vector is None:
             return None
-        return float(np.dot(self.store.vectors[row], query_vector))
-
-    def _allowed(self, filters: Filters | None) -> np.ndarray | None:
-        if filters is None or filters.is_empty():
-            return None
-        return np.array([i for i, c in enumerate(self.store.chunks) if filters.accepts(c)], dtype=np.int64)
+        return float(np.dot(self.store.passage_vectors([row])[0], query_vector))
 
     def _mmr(self, order: list[int], query_vector: np.ndarray, top_k: int, dense_score: dict[int, float]) -> list[int]:
         """Maximal marginal relevance over the fused candidates: relevant but not redundant."""
-        vectors = np.asarray(self.store.vectors[order])
+        vectors = self.store.passage_vectors(order)
         # relevance as the dense retriever scored it (a chunk's best sentence counts too)
         relevance = np.array([dense_score.get(row, sim) for row, sim in zip(order, vectors @ query_vector)])
         chosen: list[int] = []

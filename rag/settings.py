@@ -15,7 +15,7 @@ from rag.errors import SettingsError
 from rag.records import HnswConfig
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-SECRETS = ("openai_api_key", "auth", "api_key")  # never echoed, not even in an error
+SECRETS = ("openai_api_key", "auth", "api_key", "qdrant_api_key")  # never echoed, not even in an error
 
 
 class Settings(BaseSettings):
@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = Field(256, description="HNSW search breadth: recall@10 0.986 at 1,000,000 passages (128: 0.950)")
+
+    # Where the passages and their vectors live: this machine's FAISS + BM25 files, or Qdrant
+    store: Literal["faiss", "qdrant"] | None = Field(
+        None, description="qdrant: passages, vectors and keyword weights in a Qdrant collection; unset: as the index is (faiss for a new one)")
+    qdrant_url: str | None = Field(None, description="a Qdrant server or cluster, e.g. http://qdrant:6333")
+    qdrant_path: Path | None = Field(None, description="an embedded Qdrant kept in this folder (tests, small set-ups), instead of a URL")
+    qdrant_api_key: SecretStr | None = Field(None, description="the Qdrant server's API key")
+    qdrant_collection: str | None = Field(None, description="the collection's name (default: derived from the index folder)")
+    qdrant_timeout: float = Field(10.0, gt=0, description="seconds a Qdrant request may take")
+
+    # `rag index --ray`: embedding on a Ray cluster
+    ray_actors: int = Field(2, ge=1, description="embedding actors (each loads the model once)")
+    ray_actor_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves for each embedding actor")
+    ray_batch_size: int = Field(64, ge=1, description="passages an actor embeds per task")
 
     @property
     def hnsw(self) -> HnswConfig:

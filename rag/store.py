@@ -13,12 +13,16 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rag.errors import IndexCorruptError, IndexMissingError, ModelMismatchError
 from rag.keywords import TermCounts, bm25_tokenize, load_keyword_index, read_term_counts
 from rag.records import Chunk, Document
+
+if TYPE_CHECKING:
+    from rag.retrieval import Filters
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class Manifest:
     n_sentences: int = 0
     sizes: dict[str, int] = field(default_factory=dict)  # append-only file -> bytes this version reads
     faiss_rows: dict[str, int] = field(default_factory=dict)  # FAISS file -> the first rows it holds
+    store: dict[str, str] = field(default_factory=dict)  # where the passages live when not here: {kind, collection, location}
 
     def rows_of(self) -> dict[str, range]:
         """doc_id -> its passages' row numbers."""
@@ -84,7 +89,7 @@ class IndexStore:
     @classmethod
     def open(cls, index_dir: Path, expected_model: str | None = None, ef_search: int = 256) -> IndexStore:
         version_dir = current_version_dir(index_dir)
-        manifest = _read_manifest(version_dir / "manifest.json")
+        manifest = read_manifest(version_dir / "manifest.json")
         if expected_model and manifest.embedding_model != expected_model:
             raise ModelMismatchError(
                 f"the index in {index_dir} was built with {manifest.embedding_model!r} but the configured "
@@ -167,12 +172,24 @@ class IndexStore:
         """The passage with this id, if the index holds it (a dict built on first use, not a scan)."""
         return self._chunk_by_id.get(chunk_id)
 
+    # Passages are keyed by their row here.
+    def passage(self, key: int) -> Chunk:
+        return self.chunks[key]
+
+    def passage_vectors(self, keys: list[int]) -> np.ndarray:
+        return np.asarray(self.vectors[keys])
+
+    def select(self, filters: Filters) -> np.ndarray | None:
+        """The rows of the passages the filters accept (None: no passage)."""
+        rows = np.array([i for i, c in enumerate(self.chunks) if filters.accepts(c)], dtype=np.int64)
+        return rows if len(rows) else None
+
     def _read_records(self, name: str) -> list[dict]:
         path = self.path / name
         size = self.recorded_size(name)
         with open(path, "rb") as fh:
             data = fh.read(size)
-        return _parse_jsonl(path, data)
+        return parse_jsonl(path, data)
 
     def _read_array(self, name: str, dtype, shape: tuple[int, ...]) -> np.ndarray:
         size = self.recorded_size(name)
@@ -345,7 +362,7 @@ def current_version_dir(index_dir: Path) -> Path:
     return version_dir
 
 
-def _read_manifest(path: Path) -> Manifest:
+def read_manifest(path: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(data, dict) and data.get("format", FORMAT) != FORMAT:
@@ -357,7 +374,7 @@ def _read_manifest(path: Path) -> Manifest:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc.__class__.__name__}); {REBUILD_HINT}") from exc
 
 
-def _parse_jsonl(path: Path, data: bytes) -> list[dict]:
+def parse_jsonl(path: Path, data: bytes) -> list[dict]:
     try:
         lines = data.decode("utf-8").strip()
         # one parse of all lines, not one per line (a newline inside a string is escaped): 100,000 in half the time

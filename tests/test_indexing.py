@@ -258,9 +258,9 @@ def test_adding_an_article_shares_the_previous_files_and_searches_the_new_rows_e
 
     monkeypatch.setattr(rag.index_writer, "build_dense_index", spy)
     encoded, parsed = [], []
-    real_jsonl, real_parse = rag.index_writer.jsonl_bytes, rag.store._parse_jsonl
+    real_jsonl, real_parse = rag.index_writer.jsonl_bytes, rag.store.parse_jsonl
     monkeypatch.setattr(rag.index_writer, "jsonl_bytes", lambda rows: real_jsonl(_record(encoded, rows)))
-    monkeypatch.setattr(rag.store, "_parse_jsonl", lambda path, data: parsed.append(path.name) or real_parse(path, data))
+    monkeypatch.setattr(rag.store, "parse_jsonl", lambda path, data: parsed.append(path.name) or real_parse(path, data))
     shared = ("documents.jsonl", "chunks.jsonl", "vectors.f32", "sentence_vectors.f32", "sentence_owner.i64", "dense.faiss", "sentences.faiss")
     previous = {name: ((before.path / name).stat().st_ino, (before.path / name).read_bytes()) for name in shared}
     extra = tmp_path / "grain-corridor.md"

@@ -51,7 +51,8 @@ def status_markdown(pipeline: Pipeline) -> str:
     try:
         store = pipeline.store
         m = store.manifest
-        index = f"{len(store.documents)} documents, {m.n_chunks} passages, {m.index_type} index, built {m.built_at}"
+        kind = f"Qdrant collection {m.store['collection']}" if m.store else f"{m.index_type} index"
+        index = f"{len(store.documents)} documents, {m.n_chunks} passages, {kind}, built {m.built_at}"
     except RagError as exc:
         index = f"unavailable: {exc}"
     if pipeline.uses_local_llm:
