@@ -33,7 +33,7 @@ from rag.errors import IndexCorruptError, ModelMismatchError, RagError
 from rag.keywords import bm25_tokenize
 from rag.records import Chunk, Document
 from rag.settings import Settings
-from rag.store import DOCUMENTS, REBUILD_HINT, Manifest, current_version_dir, parse_jsonl, read_manifest
+from rag.store import DOCUMENTS, REBUILD_HINT, Manifest, current_version_dir, parse_jsonl, read_manifest, scaled_idf
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -378,4 +378,4 @@ class QdrantStore:
         """Each analysed term's BM25 IDF over the passages, scaled to 0..1 (1: in no passage), as the FAISS store's."""
         n = self.stats.n_passages
         held = np.array([self.stats.doc_freq.get(t, 0) for t in terms], dtype=np.float64)
-        return np.log(1 + (n - held + 0.5) / (held + 0.5)) / np.log(1 + (n + 0.5) / 0.5)
+        return scaled_idf(n, held)

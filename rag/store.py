@@ -263,7 +263,7 @@ class IndexStore:
         """Each analysed term's BM25 IDF over the passages, scaled to 0..1 (1: in no passage)."""
         n, vocab = self.manifest.n_chunks, self.bm25.vocab_dict
         held = np.array([self._passage_frequency[vocab[t]] if t in vocab else 0 for t in terms], dtype=np.float64)
-        return np.log(1 + (n - held + 0.5) / (held + 0.5)) / np.log(1 + (n + 0.5) / 0.5)
+        return scaled_idf(n, held)
 
     def term_counts(self) -> TermCounts | None:
         """The counts the BM25 scores were computed from (None for an index from before they were kept)."""
@@ -341,6 +341,11 @@ class IndexStore:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(i), float(scores[i])) for i in top if scores[i] > 0]
+
+
+def scaled_idf(n_passages: int, held: np.ndarray) -> np.ndarray:
+    """BM25's IDF of terms held by `held` of `n_passages` passages, scaled to 0..1 (1: in no passage)."""
+    return np.log(1 + (n_passages - held + 0.5) / (held + 0.5)) / np.log(1 + (n_passages + 0.5) / 0.5)
 
 
 def served_version(index_dir: Path) -> str | None:
