@@ -18,8 +18,16 @@ from rag.keywords import bm25_tokenize
 LEXICAL_WEIGHT = 0.3  # share of question terms found in the sentence, added to the cosine
 TYPE_BONUS = 0.1  # a sentence holding the kind of answer asked for (a number for "how many")
 NEAR_BEST = 3  # the sentences scoring within the margin of the best one that count as the evidence
-# A sentence that hands over to what follows it ("...use the following command:"): the next unit is the answer.
-ANNOUNCES = re.compile(r":\s*$|\b(?:following|as follows|below)\b", re.I)
+# The answer goes on in the next unit when a sentence hands over to it ("...use the following command:")
+# or the next one refers back to it ("To prevent this, add drop = FALSE"); and a unit that starts in
+# lower case with a conjunction finishes the one before it ("where header=TRUE says that...").
+HANDS_OVER = re.compile(r":\s*$|\b(?:following|as follows|below)\b", re.I)
+REFERS_BACK = re.compile(
+    r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
+    re.I,
+)
+FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)\b")  # lower case only
+MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
@@ -34,6 +42,17 @@ class Candidate:
     follow: str | None = None  # the unit after it in its passage: a command after "run the following:"
     span: tuple[int, int] = (0, 0)  # where it is in its passage's text
     follow_span: tuple[int, int] = (0, 0)
+    lead: str | None = None  # the unit before it in its passage
+    lead_span: tuple[int, int] = (0, 0)
+
+    def continued(self) -> bool:
+        """The answer goes on in the next unit."""
+        return bool(self.follow) and len(self.follow) >= MIN_UNIT_CHARS and not is_label(self.follow) and (
+            bool(HANDS_OVER.search(self.text)) or bool(REFERS_BACK.search(self.follow)))
+
+    def unfinished_start(self) -> bool:
+        """It finishes the unit before it."""
+        return bool(self.lead) and bool(FINISHES_BEFORE.match(self.text))
 
 
 def is_label(sentence: str) -> bool:
@@ -64,8 +83,7 @@ class ExtractiveAnswerer:
     def rank(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None) -> list[Candidate]:
         """Every distinct sentence of the passages, best answer first (`query_vector`: the question, embedded)."""
         pieces: list[tuple[int, str]] = []
-        follows: list[str | None] = []
-        where: list[tuple[tuple[int, int], tuple[int, int]]] = []  # (its span, the next unit's span)
+        context: list[dict] = []  # where each piece is, and the units on either side of it
         vectors: list[np.ndarray | None] = []
         seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
@@ -76,11 +94,10 @@ class ExtractiveAnswerer:
                 stored = None
             units = [" ".join(text[a:b].split()) for a, b in spans]
             for i, sentence in enumerate(units):
-                if len(sentence) > 20 and sentence not in seen and not is_label(sentence):
+                if len(sentence) > MIN_UNIT_CHARS and sentence not in seen and not is_label(sentence):
                     seen.add(sentence)
                     pieces.append((n, sentence))
-                    follows.append(units[i + 1] if i + 1 < len(units) else None)
-                    where.append((spans[i], spans[i + 1] if i + 1 < len(units) else (0, 0)))
+                    context.append(_neighbours(units, spans, i))
                     vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
@@ -98,7 +115,7 @@ class ExtractiveAnswerer:
             for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], follows[i], *where[i]) for i in order]
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], **context[i]) for i in order]
 
     def near_best(self, candidates: list[Candidate]) -> list[Candidate]:
         """The few sentences close enough to the best one to be the answer: the evidence refusal reads."""
@@ -112,8 +129,19 @@ class ExtractiveAnswerer:
         holding = next((c for c in window if c.typed), None)
         if holding is not None and holding not in chosen:
             chosen = [*chosen[:-1], holding]  # the sentence stating the number/date asked for must be in the answer
-        quotes = [(c.text, c.source, c.span) for c in chosen]
-        best = chosen[0] if chosen else None
-        if best is not None and best.follow and ANNOUNCES.search(best.text) and best.follow not in {q[0] for q in quotes}:
-            quotes.insert(1, (best.follow, best.source, best.follow_span))  # the answer continues in the next unit
+        quotes: list[tuple[str, int, tuple[int, int]]] = []
+        for c in chosen:
+            if c.unfinished_start():
+                quotes.append((c.lead, c.source, c.lead_span))
+            quotes.append((c.text, c.source, c.span))
+            if c.continued():
+                quotes.append((c.follow, c.source, c.follow_span))
+        quotes = list({text: (text, n, span) for text, n, span in quotes}.values())[: self.max_sentences + 1]
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, n, span in quotes]
+
+
+def _neighbours(units: list[str], spans: list[tuple[int, int]], i: int) -> dict:
+    after, before = i + 1 < len(units), i > 0
+    return {"span": spans[i],
+            "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
+            "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0)}

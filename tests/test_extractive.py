@@ -53,6 +53,35 @@ def test_a_sentence_that_hands_over_to_the_next_line_brings_it_along():
     assert [s.text for s in answerer.answer(plain)] == ["Backports hold newer packages."]
 
 
+def test_the_next_sentence_that_refers_back_is_part_of_the_answer():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    problem = "When a matrix with a single row is created by subscripting, it is by default turned into a vector."
+    fix = "To prevent this happening, add the option drop = FALSE to the subscripting."
+    ranked = [Candidate(1, problem, 0.9, follow=fix), Candidate(2, "Matrices have a dimension attribute.", 0.85)]
+    assert [s.text for s in answerer.answer(ranked)] == [problem, fix, "Matrices have a dimension attribute."]
+    (span,) = answerer.answer([Candidate(1, problem, 0.9, follow=fix, follow_span=(99, 174))])[1].spans
+    assert (span.marker, span.start, span.end) == (1, 99, 174)  # the source highlights the added sentence too
+    unrelated = [Candidate(1, problem, 0.9, follow="Arrays work the same way in every language.")]
+    assert [s.text for s in answerer.answer(unrelated)] == [problem]
+
+
+def test_a_sentence_finishing_the_unit_before_it_brings_that_unit_along():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    call = 'HousePrice <- read.table("houses.data", header=TRUE)'
+    where = "where the header=TRUE option specifies that the first line is a line of headings."
+    assert [s.text for s in answerer.answer([Candidate(1, where, 0.9, lead=call)])] == [call, where]
+    command = "axi-cache search term, on the other hand, provides better results."  # a command name, not a continuation
+    assert [s.text for s in answerer.answer([Candidate(1, command, 0.9, lead="It often returns too many results.")])] == [command]
+
+
+def test_continuations_add_at_most_one_sentence_to_the_answer():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    ranked = [Candidate(1, "First statement about the topic here.", 0.9, follow="This means the first is true."),
+              Candidate(2, "Second statement about the topic here.", 0.88, follow="This means the second is true.")]
+    assert [s.text for s in answerer.answer(ranked)] == [
+        "First statement about the topic here.", "This means the first is true.", "Second statement about the topic here."]
+
+
 @pytest.mark.parametrize("line, label", [
     ("TIP Testing the DNS server", True),  # an admonition's title
     ("Using Remote X11 Applications", True),  # a caption
@@ -97,4 +126,4 @@ def test_extractive_answer_quotes_the_loan_sentence_citing_its_source(pipeline):
         (n, answer.sources[n - 1].chunk.chunk_id, answer.sources[n - 1].chunk.doc_id)
         for s in answer.sentences for n in s.citations}
     assert answer.trace.answered_by == "extractive"
-    assert len(answer.sentences) <= pipeline.settings.extractive_sentences
+    assert len(answer.sentences) <= pipeline.settings.extractive_sentences + 1  # one continuation at most
