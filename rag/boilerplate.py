@@ -23,7 +23,8 @@ BOILERPLATE_LINES: list[tuple[str, re.Pattern[str]]] = [
     # "Jane Doe / POOL / AGENCY": a name, then two or more credits in capitals after a slash or a bar
     ("photo credit", re.compile(rf"^[^.!?\"“”|/]{{1,80}}\s[/|]\s+{_CREDIT}(?:\s+/\s+{_CREDIT})+\)?$")),
     ("last-updated line", re.compile(r"^(Last (updated|modified|changed|edited)|Updated on|Page generated)\b", re.I)),
-    ("cookie banner", re.compile(r"\b(this (site|website) uses cookies|accept (all )?cookies|cookie (policy|settings))\b", re.I)),
+    # a banner's sentence or its buttons, not a sentence that mentions a cookie policy
+    ("cookie banner", re.compile(r"\bthis (site|website) uses cookies\b|^(accept|allow) (all )?cookies$|^cookie (policy|settings)$", re.I)),
     ("search box", re.compile(r"^(Search|Quick search|Search this site|Go)$", re.I)),
     ("navigation links", re.compile(r"^(?:(?:Prev(?:ious)?|Next|Up|Home|Top|Contents|Index|Table of Contents|Back to top|Skip to (?:main )?content)\s*[|·»«›‹>-]*\s*)+$", re.I)),
     ("pager", re.compile(r"^(?:Prev(?:ious)?\b.{0,120}\bNext|Next\b.{0,120}\bPrev(?:ious)?)$", re.I)),

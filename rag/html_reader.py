@@ -30,8 +30,11 @@ DROPPED_ROLES = {"navigation": "navigation", "search": "form or search box", "ba
 # Class or id words of page furniture; such an element is dropped when it is mostly links.
 FURNITURE = re.compile(r"(^|[\s_-])(nav\w*|menu|breadcrumbs?|toc|sidebar|footer|header|banner|masthead|"
                        r"share|social|related|pagination|skip|docnav|navheader|navfooter)($|[\s_-])", re.I)
-COOKIE = re.compile(r"cookie|consent|gdpr", re.I)
+# A consent banner's class or id; a section id="cookies" is documentation about cookies, not a banner.
+COOKIE = re.compile(r"consent|gdpr|cookie[-_]?(?:banner|bar|notice|popup|modal|dialog|law|message|warning|policy)", re.I)
 PERMALINK_CLASS = re.compile(r"headerlink|anchor|permalink", re.I)
+# Inline furniture left out of the text: permalink signs, and generated docs' "[source]" links.
+SKIPPED_INLINE = re.compile(r"headerlink|anchor|permalink|viewcode", re.I)
 INLINE = {"a", "abbr", "b", "bdi", "bdo", "br", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark", "q",
           "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr", "img", "font", "tt",
           "acronym", "big", "del", "ins", "label"}
@@ -171,16 +174,22 @@ class _Walker:
             self.walk(child)
 
     def _definitions(self, dl) -> None:
-        """A term and its definition make one item: "term: definition"."""
+        """A term and a one-paragraph definition make one item: "term: definition". A term whose
+        definition holds several blocks (a documented function: its description, parameters,
+        examples) titles them: it is in their section path."""
         term: str | None = None
         for child in dl:
             tag = _tag(child)
             if tag == "dt":
                 if term:
                     self.b.prose("list_item", term)
-                term = _inline_text(child)
-            elif tag == "dd" and _only_inline(child):
-                self.b.prose("list_item", f"{term}: {_inline_text(child)}" if term else _inline_text(child))
+                term = _inline_text(child).removesuffix(":").rstrip()
+            elif tag == "dd" and (definition := _one_paragraph(child)) is not None:
+                self.b.prose("list_item", f"{term}: {definition}" if term else definition)
+                term = None
+            elif tag == "dd" and term:
+                with self.b.subsection(term):
+                    self.walk(child)
                 term = None
             else:
                 if term:
@@ -216,16 +225,32 @@ def _only_inline(element) -> bool:
     return all(not isinstance(c.tag, str) or _tag(c) in INLINE for c in element.iterdescendants())
 
 
+def _one_paragraph(element) -> str | None:
+    """The text of an element holding inline content or one paragraph of it; None otherwise."""
+    if _only_inline(element):
+        return _inline_text(element)
+    children = [c for c in element if isinstance(c.tag, str)]
+    loose = (element.text or "") + "".join(c.tail or "" for c in element)
+    if len(children) == 1 and _tag(children[0]) in ("p", "div") and _only_inline(children[0]) and not loose.strip():
+        return _inline_text(children[0])
+    return None
+
+
 def _inline_text(element) -> str:
-    """Text of inline content: `<br>` is a space, permalink anchors and comments are left out."""
+    """Text of inline content: `<br>` is a space, permalink anchors, "[source]" links and comments are left out."""
+    return join_wrapped(_inline_raw(element))
+
+
+def _inline_raw(element) -> str:
+    # Spaces at the edges of inline elements are kept: "<em>float</em><em> or </em>" is "float or".
     parts = [element.text or ""] if _tag(element) != "img" else [element.get("alt", "")]
     for child in element:
         if _tag(child) == "br":
             parts.append(" ")
-        elif isinstance(child.tag, str) and not PERMALINK_CLASS.search(child.get("class", "")):
-            parts.append(_inline_text(child))
+        elif isinstance(child.tag, str) and not SKIPPED_INLINE.search(child.get("class", "")):
+            parts.append(_inline_raw(child))
         parts.append(child.tail or "")
-    return join_wrapped("".join(parts))
+    return "".join(parts)
 
 
 def _code_text(pre) -> str:

@@ -27,7 +27,7 @@ from rag.index_writer import (
     write_version,
 )
 from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, load_documents
-from rag.keywords import TermCounts, bm25_text
+from rag.keywords import KEYWORD_ANALYSIS, TermCounts, bm25_text
 from rag.onnx_export import export_for
 from rag.records import Chunk, Document
 from rag.settings import Settings
@@ -123,7 +123,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     recipe = {  # what the manifest records of the collection and the settings, embedding aside
         "embedding_model": settings.embedding_model,
         "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title,
-                                     "reader": READER_VERSION} | _sentence_method(settings),
+                                     "reader": READER_VERSION, "keywords": KEYWORD_ANALYSIS} | _sentence_method(settings),
         "documents": {doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
         "index_type": choose_index_type(settings, n_chunks),
         "sentence_vectors": settings.sentence_vectors,
@@ -229,7 +229,8 @@ def _previous_first(hashes: dict[str, str], previous: IndexStore | None) -> list
 def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks: list[Chunk], appending: bool) -> TermCounts | None:
     """Kept passages' term counts taken from the previous index, only new passages tokenised
     (None: the previous index has none to take, so every passage is counted)."""
-    old = previous.term_counts() if previous and len(kept_rows) else None
+    same_analysis = previous is not None and previous.manifest.chunker.get("keywords") == KEYWORD_ANALYSIS
+    old = previous.term_counts() if same_analysis and len(kept_rows) else None
     if old is None:
         return None
     return (old if appending else old.rows(kept_rows)).extended([bm25_text(c) for c in new_chunks])
@@ -307,6 +308,8 @@ def _reusable(previous: IndexStore | None, settings: Settings, config: ChunkerCo
         and m.sentence_vectors == settings.sentence_vectors
         and m.chunker.get("sentences") == _sentence_method(settings).get("sentences")
         and m.store == store
+        # Qdrant keeps each passage's keyword vector with it: another analysis rewrites them all
+        and (not store or m.chunker.get("keywords") == KEYWORD_ANALYSIS)
     )
     if not same:
         log.info("embedding model or chunker changed: re-embedding every document")

@@ -39,8 +39,15 @@ def _stemmer():
     return Stemmer.Stemmer("english")
 
 
+# bm25s's words of two or more characters, and dotted numbers whole: a version (3.8, 2.26.0), a
+# decimal (1.5) or an address is one term, not nothing (one-character pieces are dropped).
+KEYWORD_ANALYSIS = "dotted-numbers-1"  # recorded in the manifest: another analysis recounts every passage
+TOKEN_PATTERN = r"(?u)\b\d+(?:\.\d+)+\b|\b\w\w+\b"
+
+
 def _tokenize(texts: list[str], return_ids: bool):
-    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=return_ids, show_progress=False)
+    return _bm25s().tokenize(texts, token_pattern=TOKEN_PATTERN, stopwords="en", stemmer=_stemmer(),
+                             return_ids=return_ids, show_progress=False)
 
 
 def bm25_tokenize(texts: list[str]) -> list[list[str]]:

@@ -10,6 +10,8 @@ later stage can tell them apart by the line breaks inside them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rag.boilerplate import boilerplate_reason
 from rag.records import SECTION_SEPARATOR, Block, Document, Removal
@@ -69,6 +71,17 @@ class DocumentBuilder:
             self._headings.pop()
         self._headings.append((level, text))
         self._append("heading", text, page, level)
+
+    @contextmanager
+    def subsection(self, title: str) -> Iterator[None]:
+        """A titled part inside the current section (a documented function or class): its title is
+        in the section path of what it holds, and only of that."""
+        open_sections = list(self._headings)
+        self.heading(title, (open_sections[-1][0] if open_sections else 0) + 1)
+        try:
+            yield
+        finally:
+            self._headings = open_sections
 
     def prose(self, kind: str, text: str, page: int | None = None) -> None:
         """A paragraph, list item or quote."""

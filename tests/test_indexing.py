@@ -404,6 +404,30 @@ def test_damaged_term_counts_are_counted_again(settings, embedder, tmp_path):
     assert max(after.chunks, key=lambda c: scores[c.chunk_id]).doc_id == "grain-corridor"
 
 
+def test_another_keyword_analysis_recounts_every_passage_without_embedding_again(settings, embedder, monkeypatch):
+    """Versions and decimals are whole terms ("1.5", not nothing); an index counted under another
+    analysis has its keyword index counted again on the next build, and nothing is embedded."""
+    import rag.indexing
+    import rag.keywords
+    from rag.keywords import bm25_text
+
+    before = IndexStore.load(settings.index_dir)
+    loan = next(c for c in before.chunks if "$1.5 billion" in c.text)
+    scores = keyword_scores(before, "1.5")
+    assert scores[loan.chunk_id] == max(scores.values()) > 0  # the number alone finds the loan
+    monkeypatch.setattr(rag.indexing, "KEYWORD_ANALYSIS", "an-older-analysis")
+    tokenised = []
+    real = rag.keywords._tokenize
+    monkeypatch.setattr(rag.keywords, "_tokenize", lambda texts, return_ids: tokenised.extend(texts) or real(texts, return_ids))
+    report = build_index(settings, embedder)
+    assert not report.up_to_date and report.embedded_chunks == 0
+    assert sorted(tokenised) == sorted(bm25_text(c) for c in before.chunks)  # every passage counted again
+    after = IndexStore.load(settings.index_dir)
+    assert after.manifest.chunker["keywords"] == "an-older-analysis"
+    assert after.term_counts().counts.shape[0] == len(after.chunks)
+    assert keyword_scores(after, "1.5") == scores
+
+
 def test_an_edited_date_alone_counts_as_a_change(settings, embedder, seeds_copy):
     """The date is metadata, not text, but each passage carries it: the article is stored and embedded again."""
     path = seeds_copy / f"{SEED_IDS[0]}.txt"

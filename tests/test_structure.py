@@ -122,6 +122,55 @@ def test_html_without_declared_date_or_publisher_says_unknown(tmp_path):
     assert (doc.date, doc.publisher, doc.url) == (None, None, None)
 
 
+API_PAGE = """<html><head><title>API</title></head><body><main>
+<h1>Developer Interface</h1>
+<h2>Main Interface</h2>
+<dl class="py function">
+<dt id="lib.get"><em class="property"><span class="pre">function</span><span class="w"> </span></em><span class="pre">lib.</span><span class="pre">get</span>(<em>url</em>, <em>timeout=None</em>)<a href="_modules/lib.html#get"><span class="viewcode-link">[source]</span></a><a class="headerlink" href="#lib.get">¶</a></dt>
+<dd><p>Sends a GET request.</p>
+<dl class="field-list simple">
+<dt class="field-odd">Parameters<span class="colon">:</span></dt>
+<dd class="field-odd"><ul><li><p><strong>url</strong> – URL to fetch.</p></li>
+<li><p><strong>timeout</strong> (<a href="#float"><em>float</em></a><em> or </em><a href="#tuple"><em>tuple</em></a>) – How long to wait.</p></li></ul></dd>
+<dt class="field-even">Returns<span class="colon">:</span></dt>
+<dd class="field-even"><p>Response object</p></dd>
+</dl></dd></dl>
+<p>These functions share one session.</p>
+</main></body></html>"""
+
+
+def test_documented_functions_title_their_blocks_and_inline_spaces_survive(tmp_path):
+    """Generated API docs (Sphinx): a signature whose description holds several blocks is in their
+    section path and only theirs; a one-paragraph definition stays "term: definition"; the spaces
+    between inline elements and words survive; "[source]" links and permalink signs are left out."""
+    path = tmp_path / "api.html"
+    path.write_text(API_PAGE, encoding="utf-8")
+    signature = "function lib.get(url, timeout=None)"
+    function = f"Developer Interface › Main Interface › {signature}"
+    assert blocks_of(load_document(path)) == [
+        ("heading", "Developer Interface", "Developer Interface"),
+        ("heading", "Developer Interface › Main Interface", "Main Interface"),
+        ("heading", function, signature),
+        ("paragraph", function, "Sends a GET request."),
+        ("heading", f"{function} › Parameters", "Parameters"),
+        ("list_item", f"{function} › Parameters", "• url – URL to fetch."),
+        ("list_item", f"{function} › Parameters", "• timeout (float or tuple) – How long to wait."),
+        ("list_item", function, "Returns: Response object"),
+        ("paragraph", "Developer Interface › Main Interface", "These functions share one session."),
+    ]
+
+
+def test_documentation_about_cookies_is_not_a_cookie_banner(tmp_path):
+    path = tmp_path / "cookies.html"
+    path.write_text('<html><body><div id="consent-popup">We use cookies. <button>Accept all cookies</button></div><main>'
+                    '<section id="cookies"><h2>Cookies</h2><p>If a response contains some Cookies, you can quickly access them.</p>'
+                    '<ul><li>Calling copy on a cookie jar will now preserve the cookie policy correctly.</li></ul></section>'
+                    '</main></body></html>', encoding="utf-8")
+    doc = load_document(path)
+    assert "you can quickly access them" in doc.text and "preserve the cookie policy correctly" in doc.text
+    assert "We use cookies" not in doc.text and "cookie banner" in {r.reason for r in doc.removed}
+
+
 def test_html_line_breaks_site_names_and_long_scripts(tmp_path):
     path = tmp_path / "page.html"
     script = "var tracker = 1;" * 2000

@@ -6,7 +6,9 @@ Each collection is a folder of real documents nobody here wrote, of a kind the s
 - debian-reference: chapters of the Debian Reference (long HTML pages: tables, lists, code);
 - debian-handbook: sections of the Debian Administrator's Handbook (HTML, admonitions, code);
 - r-manuals: three R manuals (LaTeX-made PDFs: running heads, hyphenation, code);
-- printed-pdf: other Handbook sections printed to PDF by Chromium (browser-made PDFs).
+- printed-pdf: other Handbook sections printed to PDF by Chromium (browser-made PDFs);
+- requests-docs: the Requests library's Sphinx-made documentation (an API reference of signatures and
+  field lists, user guides with code, a FAQ and a changelog).
 
 The packages are installed with apt-get when missing; `dpkg -L` says where their files are.
 Python's own documentation is kept out: it is an independent held-out check.
@@ -22,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium"]
+PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc"]
 
 REFERENCE_CHAPTERS = ["pr01", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08"]
 HANDBOOK_SECTIONS = [
@@ -37,6 +39,8 @@ PRINTED_SECTIONS = [
     "sect.windows-file-server-with-samba", "sect.ldap-directory", "sect.kernel-compilation", "sect.apparmor",
 ]
 R_MANUALS = ["R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"]
+REQUESTS_PAGES = ["api", "user/quickstart", "user/advanced", "user/authentication", "user/install",
+                  "community/faq", "community/recommended", "community/updates"]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -53,6 +57,14 @@ def find(package: str, name: str, under: str = "") -> Path:
     if not matches:
         sys.exit(f"{name} not found in package {package}; reinstall it: apt-get install --reinstall {package}")
     return sorted(matches)[0]
+
+
+def find_path(package: str, ending: str) -> Path:
+    """The package's one file whose path ends so (a page name alone can be in several folders)."""
+    matches = [p for p in package_files(package) if str(p).endswith(ending) and p.is_file()]
+    if len(matches) != 1:
+        sys.exit(f"{ending} not found in package {package}; reinstall it: apt-get install --reinstall {package}")
+    return matches[0]
 
 
 def install_missing() -> None:
@@ -92,6 +104,10 @@ def build(out: Path) -> None:
         (find("debian-handbook", f"{s}.html", "/en-US/"), f"handbook-{s.removeprefix('sect.')}.html") for s in HANDBOOK_SECTIONS
     ])
     copy_into(out / "r-manuals" / "docs", [(find("r-doc-pdf", name), name) for name in R_MANUALS])
+    copy_into(out / "requests-docs" / "docs", [
+        (find_path("python-requests-doc", f"/html/{page}.html"), f"requests-{page.replace('/', '-')}.html")
+        for page in REQUESTS_PAGES
+    ])
     printed = out / "printed-pdf" / "docs"
     printed.mkdir(parents=True, exist_ok=True)
     for section in PRINTED_SECTIONS:
