@@ -278,7 +278,7 @@ def page_metadata(root) -> dict[str, str | None]:
     site = meta.get("og:site_name")
     title = meta.get("og:title") or meta.get("citation_title") or meta.get("dc.title") or ld.get("headline")
     if not title and (found := root.find(".//title")) is not None:
-        title = without_site_suffix(join_wrapped(found.text_content()), site)
+        title = without_site_suffix(join_wrapped(found.text_content()), site, _top_heading(root))
     canonical = next((link.get("href") for link in root.iter("link")
                       if "canonical" in (link.get("rel") or "").lower().split()), None)
     return {
@@ -287,6 +287,11 @@ def page_metadata(root) -> dict[str, str | None]:
         "publisher": ld.get("publisher") or next((meta[k] for k in PUBLISHER_META if meta.get(k)), None),
         "url": canonical or meta.get("og:url") or ld.get("url"),
     }
+
+
+def _top_heading(root) -> str | None:
+    h1 = root.find(".//h1")
+    return strip_permalink(_inline_text(h1))[0] if h1 is not None else None
 
 
 def _meta_tags(root) -> dict[str, str]:

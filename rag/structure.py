@@ -41,9 +41,15 @@ def table_lines(rows: list[list[str]]) -> str:
     return "\n".join(line for line in lines if line.replace("|", "").strip())
 
 
-def without_site_suffix(title: str, site: str | None) -> str:
-    """'Logging HOWTO — Python 3.11 documentation' -> 'Logging HOWTO': the site's name is not the title."""
-    for sep in (" | ", " — ", " – ", " - ", " · ", " :: "):
+TITLE_SEPARATORS = (" | ", " — ", " – ", " - ", " · ", " :: ")
+
+
+def without_site_suffix(title: str, site: str | None, heading: str | None = None) -> str:
+    """'Logging HOWTO — Python 3.11 documentation' -> 'Logging HOWTO': the site's name is not the
+    title. `heading`: the page's own top heading; a title that is it plus a suffix is the heading."""
+    if heading and title.startswith(heading) and title[len(heading):].startswith(TITLE_SEPARATORS):
+        return heading
+    for sep in TITLE_SEPARATORS:
         head, found, tail = title.rpartition(sep)
         if found and head and (site and site.lower() in tail.lower() or len(tail.split()) <= 4 and len(head) > len(tail)):
             return head.strip()
