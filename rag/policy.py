@@ -79,6 +79,16 @@ def has_answer_type(sentence: str, kind: str | None) -> bool:
     return bool(pattern.search(sentence))
 
 
+# A name in code: dotted (json.loads, requests.adapters.HTTPAdapter), snake_case (pool_timeout) or
+# called (get_adapter()). A question about a parameter the text never names is not answered by it.
+CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.\w{2,})+|\b\w*[A-Za-z0-9]_\w+|\b\w+(?=\(\))")  # not "e.g", "U.S"
+
+
+def asked_names(question: str) -> set[str]:
+    """The numbers, dates and names the question asks about, and the names in code it uses."""
+    return facts_in(question) | set(CODE_NAME.findall(question))
+
+
 def content_terms(question: str) -> set[str]:
     """The question's stemmed content words, without the words that only say how it is asked."""
     terms, form = bm25_tokenize([question, QUESTION_FORM])
@@ -149,12 +159,14 @@ class NameMatcher:
         self.word_vectors = word_vectors
 
     def missing(self, question: str) -> list[str]:
-        return [fact for fact in sorted(facts_in(question)) if not self.mentions(fact)]
+        return [fact for fact in sorted(asked_names(question)) if not self.mentions(fact)]
 
     def mentions(self, fact: str) -> bool:
         if fact[0].isdigit():
             return re.search(rf"(?<![\d.]){re.escape(fact)}(?![\d]|\.\d)", self.evidence) is not None
-        parts = [p for p in re.split(r"[-/–]", fact) if p]  # Putin-Lukashenko: both named
+        # Putin-Lukashenko: both named; Session.get_adapter: the method's page may name its class
+        # only in a heading, so each part is looked for on its own
+        parts = [p for p in re.split(r"[-/–.]", fact) if p]
         return all(self._word_found(p) for p in parts) or self._near_synonym(fact)
 
     def _word_found(self, word: str) -> bool:
@@ -273,7 +285,7 @@ class AnswerPolicy:
         terms = sorted(content_terms(question))
         weight = self.specificity(terms) if self.specificity and terms else np.ones(len(terms))
         coverage = self._coverage(question, terms, weight, texts, ranked_sentences[:evidence_sentences])
-        asked = facts_in(question)
+        asked = asked_names(question)
         missing = NameMatcher("\n".join(texts), self.word_vectors).missing(question) if asked else []
         kind = expected_answer_type(question)
         own_date = kind == "date" and any(h.chunk.date for h in hits[:2])  # the article's own date may be the answer

@@ -79,6 +79,16 @@ def test_a_name_or_number_that_is_not_there_is_missing():
 
 
 @pytest.mark.integration
+def test_a_name_in_code_the_text_never_uses_is_missing():
+    evidence = ("class requests.adapters.HTTPAdapter(pool_connections=10, max_retries=0)\n"
+                "get_adapter(url): Returns the appropriate connection adapter for the given URL.")
+    matcher = NameMatcher(evidence)
+    assert matcher.missing("What is the default pool_timeout of requests.adapters.HTTPAdapter?") == ["pool_timeout"]
+    assert matcher.missing("What does Session.get_adapter() return for a URL?") == ["Session", "Session.get_adapter"]
+    assert NameMatcher(evidence + "\nclass requests.Session").missing("What does Session.get_adapter() return?") == []
+    assert matcher.missing("What is the default max_retries, e.g. for a U.S. mirror?") == []  # "e.g", "U.S" are not code
+
+
 def test_a_near_synonym_name_is_found_through_the_embedding_model(embedder):
     matcher = NameMatcher("The EU prepared sanctions against Minsk.", embedder.encode_documents)
     assert matcher.missing("What did Europe prepare against Minsk?") == []
