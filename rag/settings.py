@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     clause_coverage: float = Field(0.5, ge=0, le=1, description="each clause of a sentence needs this share of its content words in what it cites")
     max_question_chars: int = 2000
     history_turns: int = 4
-    extractive_sentences: int = Field(3, description="sentences in an extractive answer (3 holds the fact more often than 2 on four of five tune halves, never less)")
+    extractive_sentences: int = Field(3, description="sentences chosen for an extractive answer, plus at most one unit it goes on in (3 holds the fact more often than 2 on four of five tune halves, never less)")
     prompt_context: Literal["auto", "passages", "sentences"] = Field(
         "auto", description="sentences: only the best sentences of each passage (auto: for the bundled small model)"
     )
