@@ -31,6 +31,7 @@ MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, n
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
+TERM_DEFINED = re.compile(r"\w: \S")  # "term: definition", as definition lists are read
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,10 @@ class Candidate:
 
 def is_label(sentence: str) -> bool:
     """A short title-like line that states nothing: a few words, mostly capitalised (or led by a
-    word in capitals, as admonitions are), with no closing punctuation. Code lines are lower case."""
+    word in capitals, as admonitions are), with no closing punctuation. Code lines are lower case,
+    and a term with its definition ("Returns: Response object") states something."""
     words = sentence.split()
-    if len(words) > LABEL_WORDS or STATEMENT_END.search(sentence):
+    if len(words) > LABEL_WORDS or STATEMENT_END.search(sentence) or TERM_DEFINED.search(sentence):
         return False
     capitalised = sum(w[0].isupper() for w in words)
     return capitalised * 2 > len(words) or (len(words[0]) > 1 and words[0].isupper())

@@ -89,6 +89,7 @@ def test_continuations_add_at_most_one_sentence_to_the_answer():
     ("workgroup = FALCOTNET", False),
     ("sudo apt-get install -t bullseye-backports package-name", False),
     ("Anything longer than a title usually is, Capitalised Or Not, Is Text", False),
+    ("Returns: Response object", False),  # a definition list's term and definition
 ])
 def test_labels_are_not_answers(line, label):
     assert is_label(line) is label
