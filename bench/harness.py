@@ -311,8 +311,7 @@ def engine_fusion(index: Path, golden: Path) -> dict:
     on the golden set's answerable questions: the figures of `rag eval retrieval`, and how often the top 5 agree."""
     from qdrant_client import models
 
-    from rag import metrics as m
-    from rag.evaluation import standalone_questions
+    from rag.evaluation import ranking_scores, standalone_questions
     from rag.factory import build_pipeline
     from rag.golden import load_golden
     from rag.keywords import bm25_tokenize
@@ -335,11 +334,7 @@ def engine_fusion(index: Path, golden: Path) -> dict:
                                           limit=5, with_payload=True).points
         engine = [store.passage(str(p.id)) for p in fused]
         for name, hits in (("product RRF", product), ("engine RrfQuery", engine)):
-            ranked, relevant = [c.doc_id for c in hits], set(item.reference_doc_ids)
-            has = [m.passage_contains(c.text, item.reference_contexts) for c in hits]
-            rows[name].append({"doc_hit@1": m.hit_at_k(ranked, relevant, 1), "doc_hit@5": m.hit_at_k(ranked, relevant, 5),
-                               "mrr": m.reciprocal_rank(ranked, relevant), "passage@1": float(bool(has) and has[0]),
-                               "passage@5": float(any(has)), "same top 5 as the product's": float(hits == product)})
+            rows[name].append(ranking_scores(item, hits) | {"same top 5 as the product's": float(hits == product)})
     pipeline.close()
     return {name: {k: round(statistics.fmean(r[k] for r in rs), 3) for k in rs[0]} for name, rs in rows.items()}
 

@@ -102,8 +102,13 @@ def answer_scores(item: GoldenItem, answer: str, refused: bool, similarity: Call
         scores["answer.reference_recall"] = m.token_recall(plain, item.reference)
         scores["answer.semantic_similarity"] = similarity(plain, item.reference) if plain else 0.0
         if item.reference_contexts:
-            scores["answer.key_fact"] = 0.0 if refused else m.holds_key_fact(plain, item.reference_contexts)
+            scores["answer.key_fact"] = key_fact(item, answer, refused)
     return scores
+
+
+def key_fact(item: GoldenItem, answer: str, refused: bool) -> float:
+    """Does the answer carry the fact asked for (0 for a refusal)?"""
+    return 0.0 if refused else m.holds_key_fact(strip_markers(answer), item.reference_contexts)
 
 
 # ---- summary --------------------------------------------------------------------------------------
@@ -445,14 +450,18 @@ def retrieval_comparison(pipeline: Pipeline, items: list[GoldenItem], top_k: int
         rows = []
         for item in answerable:
             hits: list[Hit] = pipeline.search(queries[item.id], top_k=top_k, method=method)
-            ranked = [h.chunk.doc_id for h in hits]
-            has = [m.passage_contains(h.chunk.text, item.reference_contexts) for h in hits]
-            rows.append({"doc_hit@1": m.hit_at_k(ranked, set(item.reference_doc_ids), 1),
-                         "doc_hit@5": m.hit_at_k(ranked, set(item.reference_doc_ids), 5),
-                         "mrr": m.reciprocal_rank(ranked, set(item.reference_doc_ids)),
-                         "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))})
+            rows.append(ranking_scores(item, [h.chunk for h in hits]))
         table[method] = {k: round(statistics.fmean(r[k] for r in rows), 4) for k in rows[0]} | {"answer kept": kept, "n": len(rows)}
     return table
+
+
+def ranking_scores(item: GoldenItem, ranked: list) -> dict[str, float]:
+    """One question's retrieval figures from its ranked passages: the article at 1 and in the top 5,
+    MRR, and a passage holding a reference context at 1 and anywhere in the list."""
+    docs, relevant = [c.doc_id for c in ranked], set(item.reference_doc_ids)
+    has = [m.passage_contains(c.text, item.reference_contexts) for c in ranked]
+    return {"doc_hit@1": m.hit_at_k(docs, relevant, 1), "doc_hit@5": m.hit_at_k(docs, relevant, 5),
+            "mrr": m.reciprocal_rank(docs, relevant), "passage@1": float(bool(has) and has[0]), "passage@5": float(any(has))}
 
 
 def judged_correct(scores: dict, settings: Settings) -> bool:

@@ -34,7 +34,7 @@ FURNITURE = re.compile(r"(^|[\s_-])(nav\w*|menu|breadcrumbs?|toc|sidebar|footer|
 COOKIE = re.compile(r"consent|gdpr|cookie[-_]?(?:banner|bar|notice|popup|modal|dialog|law|message|warning|policy)", re.I)
 PERMALINK_CLASS = re.compile(r"headerlink|anchor|permalink", re.I)
 # Inline furniture left out of the text: permalink signs, and generated docs' "[source]" links.
-SKIPPED_INLINE = re.compile(r"headerlink|anchor|permalink|viewcode", re.I)
+SKIPPED_INLINE = re.compile(rf"{PERMALINK_CLASS.pattern}|viewcode", re.I)
 INLINE = {"a", "abbr", "b", "bdi", "bdo", "br", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark", "q",
           "s", "samp", "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr", "img", "font", "tt",
           "acronym", "big", "del", "ins", "label"}

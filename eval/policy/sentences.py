@@ -22,8 +22,7 @@ sys.path.insert(0, str(ROOT / "eval" / "policy"))
 from fit import halves  # noqa: E402
 from report import COLLECTIONS, rag  # noqa: E402
 from rag import extractive  # noqa: E402
-from rag import metrics as m  # noqa: E402
-from rag.evaluation import strip_markers  # noqa: E402
+from rag.evaluation import key_fact  # noqa: E402
 from rag.factory import build_pipeline  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
@@ -47,7 +46,7 @@ def key_facts(pipeline, items) -> float:
         if not (item.answerable and item.reference_contexts):
             continue
         answer = pipeline.ask(item.user_input, mode="extractive")
-        facts.append(0.0 if answer.refused else m.holds_key_fact(strip_markers(answer.answer), item.reference_contexts))
+        facts.append(key_fact(item, answer.answer, answer.refused))
     return sum(facts) / len(facts)
 
 
