@@ -40,7 +40,7 @@ class ChunkerConfig:
     overlap_tokens: int = 64
 
     def signature(self) -> str:
-        return f"blocks-v2:max={self.max_tokens}:overlap={self.overlap_tokens}"
+        return f"blocks-v3:max={self.max_tokens}:overlap={self.overlap_tokens}"
 
 
 _local = threading.local()
@@ -106,8 +106,10 @@ def _sentences(paragraph: str) -> list[tuple[int, int]]:
             sent = paragraph[found:piece.end].strip()
             if not sent:
                 continue
-        spans.append((found, found + len(sent)))
         cursor = found + len(sent)
+        if spans and spans[-1][1] == found:  # no space after the cut: "of .Machine$double.eps" goes on
+            found = spans.pop()[0]
+        spans.append((found, cursor))
     return spans
 
 

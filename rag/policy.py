@@ -47,9 +47,15 @@ HAS_AGE = re.compile(r"\b\d{1,3}-year-old\b|\baged? \d{1,3}\b|\b\d{1,3} years ol
 ANSWER_TYPES: list[tuple[str, re.Pattern[str]]] = [
     ("age", re.compile(r"^\s*how old\b", re.I)),
     ("percent", re.compile(r"\b(percent|percentage|interest rate|turnout|share of the vote)\b", re.I)),
-    ("number", re.compile(r"^\s*(how (many|much|old|long|big|large|far)|what (number|amount|sum|price|size))\b", re.I)),
+    ("number", re.compile(
+        r"^\s*(how (many|much|old|long|big|large|far)|what (number|amount|sum|price|size)"
+        r"|(what|which) (is|are|was|were) the (\w+ ){0,3}?(number|amount|count|size|limit|length|price|total))\b", re.I)),
+    ("code", re.compile(
+        r"^\s*(how (do|can|should|would|could) (i|we|you|one)|how to|(what|which) (\w+ ){0,2}?"
+        r"(command|function|option|variable|method|parameter|argument|directive|setting)s?)\b", re.I)),
     ("date", re.compile(r"^\s*(when|on what (date|day)|what (date|day|year)|on which (date|day)|which (date|day|year)|in what year)\b", re.I)),
 ]
+KIND_NAMES = {"code": "command, name or setting"}  # how a reason names a kind, where its key is not a word
 WORD = re.compile(r"[a-z][a-z'-]+")
 SYNONYM_SIMILARITY = 0.8  # single-word cosine at which two words mean the same (lend ~ loan 0.81, gas ~ fuel 0.76)
 NAME_SIMILARITY = 0.78  # a name and a word of the text that name the same thing (Europe ~ EU 0.80, Europe ~ Russia 0.66)
@@ -75,13 +81,16 @@ def expected_answer_type(question: str) -> str | None:
 def has_answer_type(sentence: str, kind: str | None) -> bool:
     if kind is None:
         return True
-    pattern = {"percent": HAS_PERCENT, "number": HAS_NUMBER, "age": HAS_AGE}.get(kind, HAS_DATE)
+    pattern = {"percent": HAS_PERCENT, "number": HAS_NUMBER, "age": HAS_AGE, "code": HAS_CODE}.get(kind, HAS_DATE)
     return bool(pattern.search(sentence))
 
 
 # A name in code: dotted (json.loads, requests.adapters.HTTPAdapter), snake_case (pool_timeout) or
 # called (get_adapter()). A question about a parameter the text never names is not answered by it.
 CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.\w{2,})+|\b\w*[A-Za-z0-9]_\w+|\b\w+(?=\(\))")  # not "e.g", "U.S"
+# How something is done in code: a name in code, a manual page (script(1)), an option (-c, --dry-run),
+# a path, a setting (x=1).
+HAS_CODE = re.compile(rf"{CODE_NAME.pattern}|\b\w[\w.-]*\(\d\w?\)|(?<![\w-])--?[A-Za-z][\w-]*|(?<![\w.])[~.]{{0,2}}/\w[\w.-]*|\w=\S")
 
 
 def asked_names(question: str) -> set[str]:
@@ -334,7 +343,8 @@ class AnswerPolicy:
         if weakest == "name_coverage" and missing:
             return f"the passages found never mention {', '.join(missing)}"
         if weakest == "answer_type" and not evidence.answer_type:
-            return f"no passage states the {expected_answer_type(question)} the question asks for"
+            kind = expected_answer_type(question)
+            return f"no passage states the {KIND_NAMES.get(kind, kind)} the question asks for"
         if weakest in ("term_coverage", "unknown_terms"):
             return f"the passages hold only {evidence.term_coverage:.0%} of the question's words"
         return f"the closest passage is far from the question (similarity {evidence.relevance:.2f})"

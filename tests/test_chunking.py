@@ -141,6 +141,16 @@ def test_sentence_spans_end_at_paragraph_breaks_and_keep_abbreviations():
     ]
 
 
+def test_a_sentence_goes_on_where_no_space_follows_the_full_stop():
+    """pysbd cut "tolerance of .Machine$double.eps ^ 0.5." after "of .", and the answer lost its value."""
+    text = "all.equal() uses a tolerance of .Machine$double.eps ^ 0.5. Use .xlsx files. Then stop."
+    assert [text[a:b] for a, b in sentence_spans(text)] == [
+        "all.equal() uses a tolerance of .Machine$double.eps ^ 0.5.",
+        "Use .xlsx files.",
+        "Then stop.",
+    ]
+
+
 def test_sentence_spans_from_many_threads_match_a_single_thread(seed_documents):
     """The UI answers several questions at once, each splitting passages into sentences: a thread
     must not get sentences lost or moved by another thread's text (which made the refusal check

@@ -35,6 +35,12 @@ def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str
     ("Why did Lukashenko go to Sochi?", None),
     ("When adduser creates a new account, where do its first files come from?", None),  # the "when" sets the scene
     ("If the service fails, how many times is it restarted?", "number"),
+    ("What is the default maximum number of redirects a Session will follow?", "number"),
+    ("How do I cancel a job scheduled with at?", "code"),
+    ("Which R function lists the objects in my workspace?", "code"),
+    ("Which environment variable sets the proxy?", "code"),
+    ("How did Lukashenko react?", None),
+    ("Which package provides the DHCP server?", None),
 ])
 def test_expected_answer_type(question, kind):
     assert expected_answer_type(question) == kind
@@ -50,6 +56,12 @@ def test_expected_answer_type(question, kind):
     ("Mishustin arrived in Minsk.", "date", False),
     ("Lukashenko, 66, has had a volatile relationship with Moscow.", "age", True),
     ("Lukashenko has ruled for 26 years.", "age", False),
+    ("Users can call install.packages() and update.packages().", "code", True),
+    ("Pass the -c option to ldapadd.", "code", True),
+    ("The basic method is to run it under script(1).", "code", True),
+    ("The setting lives in /etc/ssh/sshd_config.", "code", True),
+    ("Add drop=FALSE to the subscript.", "code", True),
+    ("You can install packages from within R, e.g. from CRAN.", "code", False),
     ("Anything at all.", None, True),
 ])
 def test_has_answer_type(sentence, kind, holds):

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "eval" / "policy"))
 
 from fit import halves  # noqa: E402
 from report import COLLECTIONS, rag  # noqa: E402
-from rag import extractive  # noqa: E402
+from rag import extractive, policy  # noqa: E402
 from rag.evaluation import key_fact  # noqa: E402
 from rag.factory import build_pipeline  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -33,6 +33,8 @@ VARIANTS = {
     "two sentences, not three": {"sentences": 2},
     "no lexical overlap in the score": {"LEXICAL_WEIGHT": 0.0},
     "no answer-type bonus": {"TYPE_BONUS": 0.0},
+    "no 'code' answer type (how do I…, which command…)": {
+        "expected_answer_type": lambda q: None if policy.expected_answer_type(q) == "code" else policy.expected_answer_type(q)},
     "labels quoted as answers": {"is_label": lambda sentence: False},
     "no 'hands over' (…the following:)": {"HANDS_OVER": NEVER},
     "no 'refers back' (To prevent this, …)": {"REFERS_BACK": NEVER},
