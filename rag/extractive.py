@@ -111,7 +111,7 @@ class ExtractiveAnswerer:
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         terms = set(question_terms)
         kind = expected_answer_type(question)
-        typed = [has_answer_type(s, kind) for _, s in pieces]
+        typed = [has_answer_type(s, kind, question) for _, s in pieces]
         scores = [
             float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * t
             for v, st, t in zip(vectors, sentence_terms, typed)
