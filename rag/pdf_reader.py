@@ -215,7 +215,7 @@ class _Layout:
                 line_kind = self._kind(line)
                 if line_kind == "table":
                     self.cell_x = line.last_cell_x
-                if kind and self._continues(kind, previous, line, line_kind):
+                if kind and self._continues(kind, parts, line, line_kind):
                     parts.append(line)
                 elif kind == "paragraph" and line_kind == "paragraph" and self._runs_over_page(previous, line):
                     self._flush(kind, parts, continuing)
@@ -255,7 +255,8 @@ class _Layout:
             return "heading"  # a numbered heading set in bold at the size of the body text ("11.7.3.1. Configuring NSS")
         return "paragraph"
 
-    def _continues(self, kind: str, previous: Line, line: Line, line_kind: str) -> bool:
+    def _continues(self, kind: str, parts: list[Line], line: Line, line_kind: str) -> bool:
+        previous = parts[-1]
         if previous.page != line.page:
             return False
         if kind == "heading":
@@ -265,6 +266,8 @@ class _Layout:
         if kind in ("code", "table"):
             return line_kind == kind and line.top - previous.top < 2.2 * self.pitch
         if line_kind != "paragraph":
+            return False
+        if not line.bold and all(p.bold for p in parts):  # a title set in bold on top of its text ("CULTURE The good old days…")
             return False
         gap = line.top - previous.top > PARAGRAPH_GAP * self.pitch
         indented = line.x0 - self.left > 0.8 * self.body_size and previous.x0 - self.left <= 0.8 * self.body_size

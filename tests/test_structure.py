@@ -372,3 +372,24 @@ def test_pdf_table_rows_keep_their_wrapped_cells(tmp_path):
     # the cell's second line belongs to its row, and the word split across the two is whole
     assert blocks_of(doc)[-1] == ("table", "", "--quiet | Print nothing but errors and exit with a status other "
                                                 "than zero when a step fails.\n--verbose | Print every step.")
+
+
+def test_a_bold_title_on_top_of_its_text_is_not_glued_to_it(tmp_path):
+    """A sidebar's title set in bold ("CULTURE The good old days of kernel-package") was read as the
+    start of the sentence under it; a bold phrase inside a paragraph's line stays in the paragraph."""
+    from pdf_fixture import Text, pdf_bytes
+
+    page = [
+        Text("Compiling a kernel takes a while. Plan for it before you start the build", 72, 72),
+        Text("on a slow machine.", 72, 86),
+        Text("CULTURE The good old days of kernel-package", 72, 114, "F2"),
+        Text("Before the build system could make packages, make-kpkg was the way.", 72, 128),
+        Text("It is gone now.", 72, 142),
+    ]
+    path = tmp_path / "sidebar.pdf"
+    path.write_bytes(pdf_bytes([page]))
+    assert [text for kind, _, text in blocks_of(load_document(path))] == [
+        "Compiling a kernel takes a while. Plan for it before you start the build on a slow machine.",
+        "CULTURE The good old days of kernel-package",
+        "Before the build system could make packages, make-kpkg was the way. It is gone now.",
+    ]

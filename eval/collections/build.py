@@ -9,6 +9,8 @@ Each collection is a folder of real documents nobody here wrote, of a kind the s
 - printed-pdf: other Handbook sections printed to PDF by Chromium (browser-made PDFs);
 - requests-docs: the Requests library's Sphinx-made documentation (an API reference of signatures and
   field lists, user guides with code, a FAQ and a changelog).
+- sphinx-docs: Sphinx's own documentation (reStructuredText tables, directive and option references,
+  a man page, a FAQ, a glossary, tutorials).
 
 The packages are installed with apt-get when missing; `dpkg -L` says where their files are.
 Python's own documentation is kept out: it is an independent held-out check.
@@ -24,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc"]
+PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc", "sphinx-doc"]
 
 REFERENCE_CHAPTERS = ["pr01", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08"]
 HANDBOOK_SECTIONS = [
@@ -41,6 +43,9 @@ PRINTED_SECTIONS = [
 R_MANUALS = ["R-intro.pdf", "R-data.pdf", "R-FAQ.pdf"]
 REQUESTS_PAGES = ["api", "user/quickstart", "user/advanced", "user/authentication", "user/install",
                   "community/faq", "community/recommended", "community/updates"]
+SPHINX_PAGES = ["usage/restructuredtext/basics", "usage/extensions/autodoc", "man/sphinx-build", "faq", "glossary",
+                "usage/quickstart", "usage/extensions/napoleon", "usage/extensions/intersphinx", "usage/theming",
+                "tutorial/describing-code"]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -107,6 +112,9 @@ def build(out: Path) -> None:
     copy_into(out / "requests-docs" / "docs", [
         (find_path("python-requests-doc", f"/html/{page}.html"), f"requests-{page.replace('/', '-')}.html")
         for page in REQUESTS_PAGES
+    ])
+    copy_into(out / "sphinx-docs" / "docs", [
+        (find_path("sphinx-doc", f"/html/{page}.html"), f"sphinx-{page.replace('/', '-')}.html") for page in SPHINX_PAGES
     ])
     printed = out / "printed-pdf" / "docs"
     printed.mkdir(parents=True, exist_ok=True)
