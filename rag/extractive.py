@@ -47,9 +47,11 @@ class Candidate:
     lead_span: tuple[int, int] = (0, 0)
 
     def continued(self) -> bool:
-        """The answer goes on in the next unit."""
-        return bool(self.follow) and len(self.follow) >= MIN_UNIT_CHARS and not is_label(self.follow) and (
-            bool(HANDS_OVER.search(self.text)) or bool(REFERS_BACK.search(self.follow)))
+        """The answer goes on in the next unit: any unit a sentence hands over to (a short command
+        line too: 'html_theme = "blue"'), or one long enough to be a statement that refers back."""
+        if not self.follow or is_label(self.follow):
+            return False
+        return bool(HANDS_OVER.search(self.text)) or (len(self.follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(self.follow)))
 
     def unfinished_start(self) -> bool:
         """It finishes the unit before it."""

@@ -70,11 +70,16 @@ QUESTION_FORM = (
 
 
 # A leading clause that sets the scene ("When adduser creates an account, where ..."): the question is what follows.
-LEADING_CLAUSE = re.compile(r"^\s*(?:when|if|after|before|once|while)\b[^,?]*,\s*(?=(?:what|which|where|who|whom|whose|why|how|when|in what|on what)\b)", re.I)
+LEADING_CLAUSE = re.compile(r"^\s*(?:when|if|after|before|once|while)\b[^,?]*,\s*(?=(?:\w+\s+)?(?:what|which|where|who|whom|whose|why|how|when)\b)", re.I)
+
+
+# A word before the question word that does not change what is asked ("For how many days…", "Roughly how many…").
+LEADING_WORD = re.compile(r"^\s*(?:for|in|on|at|by|to|from|after|within|roughly|approximately|about|exactly|and|so|but)\s+"
+                          r"(?=(?:what|which|where|who|whom|whose|why|how|when)\b)", re.I)
 
 
 def expected_answer_type(question: str) -> str | None:
-    asked = LEADING_CLAUSE.sub("", question, count=1)
+    asked = LEADING_WORD.sub("", LEADING_CLAUSE.sub("", question, count=1), count=1)
     return next((kind for kind, pattern in ANSWER_TYPES if pattern.search(asked)), None)
 
 

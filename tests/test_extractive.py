@@ -51,6 +51,10 @@ def test_a_sentence_that_hands_over_to_the_next_line_brings_it_along():
         ("To install from backports, you use the following command:", [1]), (command, [1]), ("Backports are newer packages.", [2])]
     plain = [Candidate(1, "Backports hold newer packages.", 0.9, follow="Unrelated next sentence.")]
     assert [s.text for s in answerer.answer(plain)] == ["Backports hold newer packages."]
+    short = [Candidate(1, "If you have a theme in blue.zip, use this configuration:", 0.9, follow='html_theme = "blue"')]
+    assert [s.text for s in answerer.answer(short)][-1] == 'html_theme = "blue"'  # a short command line counts too
+    too_short = [Candidate(1, "Backports hold newer packages.", 0.9, follow="It is so.")]
+    assert [s.text for s in answerer.answer(too_short)] == ["Backports hold newer packages."]  # refers back, but states nothing
 
 
 def test_the_next_sentence_that_refers_back_is_part_of_the_answer():

@@ -36,6 +36,8 @@ def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str
     ("When adduser creates a new account, where do its first files come from?", None),  # the "when" sets the scene
     ("If the service fails, how many times is it restarted?", "number"),
     ("What is the default maximum number of redirects a Session will follow?", "number"),
+    ("For how many days are inventories cached by default?", "number"),  # a preposition before the question word
+    ("When building epub output, roughly how many characters fit on a line?", "number"),  # not a date question
     ("How do I cancel a job scheduled with at?", "code"),
     ("Which R function lists the objects in my workspace?", "code"),
     ("Which environment variable sets the proxy?", "code"),
