@@ -47,15 +47,20 @@ class Candidate:
     lead_span: tuple[int, int] = (0, 0)
 
     def continued(self) -> bool:
-        """The answer goes on in the next unit: any unit a sentence hands over to (a short command
-        line too: 'html_theme = "blue"'), or one long enough to be a statement that refers back."""
-        if not self.follow or is_label(self.follow):
-            return False
-        return bool(HANDS_OVER.search(self.text)) or (len(self.follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(self.follow)))
+        """The answer goes on in the next unit."""
+        return goes_on(self.text, self.follow)
 
     def unfinished_start(self) -> bool:
         """It finishes the unit before it."""
         return bool(self.lead) and bool(FINISHES_BEFORE.match(self.text))
+
+
+def goes_on(sentence: str, follow: str | None) -> bool:
+    """Does the answer go on in the next unit? Any unit the sentence hands over to (a short command
+    line too: 'html_theme = "blue"'), or one long enough to be a statement that refers back."""
+    if not follow or is_label(follow):
+        return False
+    return bool(HANDS_OVER.search(sentence)) or (len(follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(follow)))
 
 
 def is_label(sentence: str) -> bool:
@@ -111,6 +116,7 @@ class ExtractiveAnswerer:
             for i, v in zip(missing, self.embedder.encode_documents([pieces[i][1] for i in missing])):
                 vectors[i] = v
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
+        sentence_terms = with_what_follows(pieces, context, sentence_terms)
         terms = set(question_terms)
         kind = expected_answer_type(question)
         typed = [has_answer_type(s, kind, question) for _, s in pieces]
@@ -142,6 +148,18 @@ class ExtractiveAnswerer:
                 quotes.append((c.follow, c.source, c.follow_span))
         quotes = list({text: (text, n, span) for text, n, span in quotes}.values())[: self.max_sentences + 1]
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, n, span in quotes]
+
+
+def with_what_follows(pieces: list[tuple[int, str]], context: list[dict], sentence_terms: list[list[str]]) -> list[list[str]]:
+    """A sentence the answer goes on from is quoted with its next unit, so it is scored with that
+    unit's words too ('"class": Only the class' docstring is inserted.' + 'This is the default.')."""
+    going_on = [i for i, ((_, s), c) in enumerate(zip(pieces, context)) if goes_on(s, c["follow"])]
+    if not going_on:
+        return sentence_terms
+    extended = list(sentence_terms)
+    for i, terms in zip(going_on, bm25_tokenize([context[i]["follow"] for i in going_on])):
+        extended[i] = sentence_terms[i] + terms
+    return extended
 
 
 def _neighbours(units: list[str], spans: list[tuple[int, int]], i: int) -> dict:

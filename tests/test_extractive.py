@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.extractive import Candidate, ExtractiveAnswerer, is_label, lexical_overlap
+from rag.extractive import Candidate, ExtractiveAnswerer, is_label, lexical_overlap, with_what_follows
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -67,6 +67,15 @@ def test_the_next_sentence_that_refers_back_is_part_of_the_answer():
     assert (span.marker, span.start, span.end) == (1, 99, 174)  # the source highlights the added sentence too
     unrelated = [Candidate(1, problem, 0.9, follow="Arrays work the same way in every language.")]
     assert [s.text for s in answerer.answer(unrelated)] == [problem]
+
+
+def test_a_sentence_is_scored_with_the_words_of_the_unit_it_goes_on_in():
+    pieces = [(1, '"class": Only the class docstring is inserted.'), (1, '"both": Both docstrings are inserted.')]
+    context = [{"follow": "This is the default."}, {"follow": "Another option follows."}]
+    terms = [["class", "docstr", "insert"], ["both", "docstr", "insert"]]
+    extended = with_what_follows(pieces, context, terms)
+    assert "default" in extended[0]  # "This is…" refers back: the answer quotes it, so its words count
+    assert extended[1] == terms[1]  # an unrelated next sentence is not quoted and does not count
 
 
 def test_a_sentence_finishing_the_unit_before_it_brings_that_unit_along():

@@ -40,6 +40,7 @@ VARIANTS = {
     "no 'hands over' (…the following:)": {"HANDS_OVER": NEVER},
     "no 'refers back' (To prevent this, …)": {"REFERS_BACK": NEVER},
     "no 'finishes the unit before' (where …)": {"FINISHES_BEFORE": NEVER},
+    "not scored with the unit it goes on in": {"with_what_follows": lambda pieces, context, terms: terms},
 }
 
 
