@@ -119,7 +119,7 @@ class ExtractiveAnswerer:
         sentence_terms = with_what_follows(pieces, context, sentence_terms)
         terms = set(question_terms)
         kind = expected_answer_type(question)
-        typed = [has_answer_type(s, kind, question) for _, s in pieces]
+        typed = [has_answer_type(s, kind) for _, s in pieces]
         scores = [
             float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * t
             for v, st, t in zip(vectors, sentence_terms, typed)

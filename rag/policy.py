@@ -83,17 +83,10 @@ def expected_answer_type(question: str) -> str | None:
     return next((kind for kind, pattern in ANSWER_TYPES if pattern.search(asked)), None)
 
 
-def has_answer_type(sentence: str, kind: str | None, question: str = "") -> bool:
-    """Does the sentence hold the kind of answer asked for? Given the question, code must be new to
-    it: naming only the variable the question names ("…through the REQUESTS_CA_BUNDLE variable")
-    does not answer "If REQUESTS_CA_BUNDLE is not set, which variable…". The ranker asks that; the
-    policy asks only whether code is there (asking more flagged answerable tune questions)."""
+def has_answer_type(sentence: str, kind: str | None) -> bool:
     if kind is None:
         return True
-    if kind == "code":
-        asked = question.casefold()
-        return any(not asked or m.group(0).casefold() not in asked for m in HAS_CODE.finditer(sentence))
-    pattern = {"percent": HAS_PERCENT, "number": HAS_NUMBER, "age": HAS_AGE}.get(kind, HAS_DATE)
+    pattern = {"percent": HAS_PERCENT, "number": HAS_NUMBER, "age": HAS_AGE, "code": HAS_CODE}.get(kind, HAS_DATE)
     return bool(pattern.search(sentence))
 
 

@@ -70,13 +70,6 @@ def test_has_answer_type(sentence, kind, holds):
     assert has_answer_type(sentence, kind) is holds
 
 
-def test_code_that_answers_is_new_to_the_question():
-    question = "If REQUESTS_CA_BUNDLE is not set, which environment variable is used?"
-    assert not has_answer_type("It can be set through the REQUESTS_CA_BUNDLE variable.", "code", question)
-    assert has_answer_type("Otherwise CURL_CA_BUNDLE will be used as fallback.", "code", question)
-    assert has_answer_type("It can be set through the REQUESTS_CA_BUNDLE variable.", "code")  # the policy: any code
-
-
 def test_focus_and_content_words_leave_out_how_the_question_is_asked():
     assert focus_words("How many officers were in the reserve group created for Belarus?") == ["created", "group", "officers", "reserve"]
     assert content_terms("How do I change the port that sshd listens on?") == {"chang", "port", "sshd", "listen"}

@@ -376,7 +376,7 @@ def test_pdf_table_rows_keep_their_wrapped_cells(tmp_path):
 
 def test_a_bold_title_on_top_of_its_text_is_not_glued_to_it(tmp_path):
     """A sidebar's title set in bold ("CULTURE The good old days of kernel-package") was read as the
-    start of the sentence under it; a bold phrase inside a paragraph's line stays in the paragraph."""
+    start of the sentence under it; a bold line inside a paragraph stays in the paragraph."""
     from pdf_fixture import Text, pdf_bytes
 
     page = [
@@ -385,6 +385,9 @@ def test_a_bold_title_on_top_of_its_text_is_not_glued_to_it(tmp_path):
         Text("CULTURE The good old days of kernel-package", 72, 114, "F2"),
         Text("Before the build system could make packages, make-kpkg was the way.", 72, 128),
         Text("It is gone now.", 72, 142),
+        Text("Build the package with the command", 72, 170),
+        Text("make bindeb-pkg in the source folder", 72, 184, "F2"),
+        Text("and install it with dpkg.", 72, 198),
     ]
     path = tmp_path / "sidebar.pdf"
     path.write_bytes(pdf_bytes([page]))
@@ -392,4 +395,5 @@ def test_a_bold_title_on_top_of_its_text_is_not_glued_to_it(tmp_path):
         "Compiling a kernel takes a while. Plan for it before you start the build on a slow machine.",
         "CULTURE The good old days of kernel-package",
         "Before the build system could make packages, make-kpkg was the way. It is gone now.",
+        "Build the package with the command make bindeb-pkg in the source folder and install it with dpkg.",
     ]

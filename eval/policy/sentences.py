@@ -35,7 +35,6 @@ VARIANTS = {
     "no answer-type bonus": {"TYPE_BONUS": 0.0},
     "no 'code' answer type (how do I…, which command…)": {
         "expected_answer_type": lambda q: None if policy.expected_answer_type(q) == "code" else policy.expected_answer_type(q)},
-    "code need not be new to the question": {"has_answer_type": lambda sentence, kind, question="": policy.has_answer_type(sentence, kind)},
     "labels quoted as answers": {"is_label": lambda sentence: False},
     "no 'hands over' (…the following:)": {"HANDS_OVER": NEVER},
     "no 'refers back' (To prevent this, …)": {"REFERS_BACK": NEVER},
