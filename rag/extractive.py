@@ -21,7 +21,7 @@ NEAR_BEST = 3  # the sentences scoring within the margin of the best one that co
 # The answer goes on in the next unit when a sentence hands over to it ("...use the following command:")
 # or the next one refers back to it ("To prevent this, add drop = FALSE"); and a unit that starts in
 # lower case with a conjunction finishes the one before it ("where header=TRUE says that...").
-HANDS_OVER = re.compile(r":\s*$|\b(?:following|as follows|below)\b", re.I)
+HANDS_OVER = re.compile(r":\s*$|\b(?:the|these|as) following\b|\bas follows\b|\bbelow\b", re.I)
 REFERS_BACK = re.compile(
     r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
     re.I,
@@ -32,6 +32,10 @@ MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, n
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
 TERM_DEFINED = re.compile(r"\w: \S")  # "term: definition", as definition lists are read
+# A sentence that hands over to a list, a table or a code block ("All of the following headers are
+# supported:") is answered by the structure, not by its first line: up to this many units of it.
+MAX_RUN = 8
+LIST_ITEM = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,3}[.)])\s+\S")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,14 @@ class Candidate:
     follow_span: tuple[int, int] = (0, 0)
     lead: str | None = None  # the unit before it in its passage
     lead_span: tuple[int, int] = (0, 0)
+    run: tuple[tuple[str, tuple[int, int]], ...] = ()  # the rest of the list, table or code block `follow` opens
+
+    def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
+        """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
+        if not self.continued():
+            return ()
+        rest = self.run if HANDS_OVER.search(self.text) else ()
+        return ((self.follow, self.follow_span), *rest)
 
     def continued(self) -> bool:
         """The answer goes on in the next unit."""
@@ -106,7 +118,7 @@ class ExtractiveAnswerer:
                 if len(sentence) > MIN_UNIT_CHARS and sentence not in seen and not is_label(sentence):
                     seen.add(sentence)
                     pieces.append((n, sentence))
-                    context.append(_neighbours(units, spans, i))
+                    context.append(_neighbours(text, units, spans, i))
                     vectors.append(None if stored is None else stored[i])
         if not pieces:
             return []
@@ -139,31 +151,53 @@ class ExtractiveAnswerer:
         holding = next((c for c in window if c.typed), None)
         if holding is not None and holding not in chosen:
             chosen = [*chosen[:-1], holding]  # the sentence stating the number/date asked for must be in the answer
-        quotes: list[tuple[str, int, tuple[int, int]]] = []
+        quotes: dict[str, tuple[int, tuple[int, int]]] = {}
+        counted = 0  # a structure handed over to is quoted whole: its first unit counts against the limit, not the rest
         for c in chosen:
-            if c.unfinished_start():
-                quotes.append((c.lead, c.source, c.lead_span))
-            quotes.append((c.text, c.source, c.span))
-            if c.continued():
-                quotes.append((c.follow, c.source, c.follow_span))
-        quotes = list({text: (text, n, span) for text, n, span in quotes}.values())[: self.max_sentences + 1]
-        return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, n, span in quotes]
+            lead = [(c.lead, c.lead_span)] if c.unfinished_start() else []
+            over = c.handed_over()
+            for text, span in [*lead, (c.text, c.span), *over[:1]]:
+                if counted <= self.max_sentences and text not in quotes:
+                    quotes[text] = (c.source, span)
+                    counted += 1
+            if over and over[0][0] in quotes:
+                for text, span in over[1:]:
+                    quotes.setdefault(text, (c.source, span))
+        return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, (n, span) in quotes.items()]
 
 
 def with_what_follows(pieces: list[tuple[int, str]], context: list[dict], sentence_terms: list[list[str]]) -> list[list[str]]:
     """A sentence the answer goes on from is quoted with its next unit, so it is scored with that
     unit's words too ('"class": Only the class' docstring is inserted.' + 'This is the default.')."""
-    going_on = [i for i, ((_, s), c) in enumerate(zip(pieces, context)) if goes_on(s, c["follow"])]
+    going_on = [(i, Candidate(0, s, 0.0, **c).handed_over()) for i, ((_, s), c) in enumerate(zip(pieces, context))]
+    going_on = [(i, units) for i, units in going_on if units]
     if not going_on:
         return sentence_terms
     extended = list(sentence_terms)
-    for i, terms in zip(going_on, bm25_tokenize([context[i]["follow"] for i in going_on])):
+    for (i, _), terms in zip(going_on, bm25_tokenize([" ".join(t for t, _ in units) for _, units in going_on])):
         extended[i] = sentence_terms[i] + terms
     return extended
 
 
-def _neighbours(units: list[str], spans: list[tuple[int, int]], i: int) -> dict:
+def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> dict:
     after, before = i + 1 < len(units), i > 0
     return {"span": spans[i],
             "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
-            "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0)}
+            "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0),
+            "run": _structure_after(text, units, spans, i + 1) if after else ()}
+
+
+def _structure_after(text: str, units: list[str], spans: list[tuple[int, int]], first: int) -> tuple:
+    """The units after `first` that go on with the list, table or code block it opens (none for prose):
+    the next lines of its block, or the next items of its list with their own sentences."""
+    in_list = bool(LIST_ITEM.match(units[first]))
+    run: list[tuple[str, tuple[int, int]]] = []
+    for j in range(first + 1, min(len(units), first + MAX_RUN)):
+        gap = text[spans[j - 1][1]:spans[j][0]]
+        next_line = "\n" in gap and "\n\n" not in gap  # a line of the same code block or table
+        same_item = in_list and "\n" not in gap  # a later sentence of the same list item
+        next_item = in_list and "\n\n" in gap and bool(LIST_ITEM.match(units[j]))
+        if not (next_line or same_item or next_item):
+            break
+        run.append((units[j], spans[j]))
+    return tuple(run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.extractive import Candidate, ExtractiveAnswerer, is_label, lexical_overlap, with_what_follows
+from rag.extractive import MAX_RUN, Candidate, ExtractiveAnswerer, goes_on, is_label, lexical_overlap, with_what_follows
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -93,6 +93,41 @@ def test_continuations_add_at_most_one_sentence_to_the_answer():
               Candidate(2, "Second statement about the topic here.", 0.88, follow="This means the second is true.")]
     assert [s.text for s in answerer.answer(ranked)] == [
         "First statement about the topic here.", "This means the first is true.", "Second statement about the topic here."]
+
+
+def test_following_as_a_verb_hands_nothing_over():
+    assert goes_on("Use the following command:", "apt-get update")
+    assert not goes_on("• New 'allow_redirects' param for following non-GET/HEAD Redirects", "• Settings module refactoring")
+
+
+COOKIES = ("To send your own cookies to the server, you can use the cookies parameter:\n\n"
+           ">>> url = 'https://httpbin.org/cookies'\n>>> cookies = dict(cookies_are='working')\n"
+           ">>> r = requests.get(url, cookies=cookies)\n\nCookies are returned in a jar, which acts like a dict.")
+HEADERS = ("All of the following section headers are supported:\n\n• Args (alias of Parameters)\n\n"
+           "• Arguments (alias of Parameters)\n\n• Attention\n\n• Keyword Args (alias of Keyword Arguments).\n"
+           "They are read like Keyword Arguments.\n\nSection headers end with a colon in the docstring.")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("question, text, quoted", [
+    ("How do I send my own cookies?", COOKIES, COOKIES.split("\n\n")[:2]),  # the whole code block, not its first line
+    ("Which section headers are aliases?", HEADERS, HEADERS.split("\n\n")[:-1]),  # every item, a short one too
+])
+def test_a_structure_handed_over_to_is_quoted_whole(embedder, question, text, quoted):
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    handing_over = next(c for c in answerer.rank(question, [hit(1, text)]) if c.text.endswith(":"))
+    answer = answerer.answer([handing_over])
+    assert " ".join(s.text for s in answer) == " ".join(" ".join(quoted).split())
+    assert all(text[s.spans[0].start:s.spans[0].end] == s.text for s in answer)  # each unit highlights in the source
+
+
+@pytest.mark.integration
+def test_a_long_structure_is_cut_at_the_run_limit(embedder):
+    lines = "\n".join(f"option_{n} = {n}" for n in range(3 * MAX_RUN))
+    text = f"Put these lines in the configuration file:\n\n{lines}\n\nThat is all."
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    first = next(c for c in answerer.rank("What goes in the configuration file?", [hit(1, text)]) if c.text.endswith(":"))
+    assert [s.text for s in answerer.answer([first])][1:] == [f"option_{n} = {n}" for n in range(MAX_RUN)]
 
 
 @pytest.mark.parametrize("line, label", [

@@ -37,6 +37,7 @@ VARIANTS = {
         "expected_answer_type": lambda q: None if policy.expected_answer_type(q) == "code" else policy.expected_answer_type(q)},
     "labels quoted as answers": {"is_label": lambda sentence: False},
     "no 'hands over' (…the following:)": {"HANDS_OVER": NEVER},
+    "a list, table or code block handed over to: its first unit only": {"MAX_RUN": 1},
     "no 'refers back' (To prevent this, …)": {"REFERS_BACK": NEVER},
     "no 'finishes the unit before' (where …)": {"FINISHES_BEFORE": NEVER},
     "not scored with the unit it goes on in": {"with_what_follows": lambda pieces, context, terms: terms},
