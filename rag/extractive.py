@@ -86,12 +86,29 @@ def is_label(sentence: str) -> bool:
     return capitalised * 2 > len(words) or (len(words[0]) > 1 and words[0].isupper())
 
 
-def lexical_overlap(question_terms: set[str], sentence: str | list[str]) -> float:
-    """Share of the question's terms in the sentence (given as text, or already tokenised)."""
+def lexical_overlap(question_terms: set[str], sentence: str | list[str], joined: dict[str, set[str]] | None = None) -> float:
+    """Share of the question's terms in the sentence (given as text, or already tokenised); two
+    question words the sentence writes as one (`joined`, from `compounds`) are both found."""
     if not question_terms:
         return 0.0
-    terms = bm25_tokenize([sentence])[0] if isinstance(sentence, str) else sentence
-    return len(question_terms & set(terms)) / len(question_terms)
+    terms = set(bm25_tokenize([sentence])[0] if isinstance(sentence, str) else sentence)
+    found = question_terms & terms
+    for word, parts in (joined or {}).items():
+        if word in terms:
+            found |= parts & question_terms
+    return len(found) / len(question_terms)
+
+
+def compounds(question: str) -> dict[str, set[str]]:
+    """Adjacent words of the question that a text may write as one ("fall back" ~ "fallback",
+    "built-in" ~ "builtin", "time out" ~ "timeout"): the joined word's term -> the words' terms."""
+    words = list(re.finditer(r"(?<!\w)[A-Za-z]+(?!\w)", question))
+    pairs = [(a.group(), b.group()) for a, b in zip(words, words[1:]) if re.fullmatch(r"[\s-]+", question[a.end():b.start()])]
+    if not pairs:
+        return {}
+    joined = bm25_tokenize([a + b for a, b in pairs])
+    parts = bm25_tokenize([f"{a} {b}" for a, b in pairs])
+    return {j[0]: set(p) for j, p in zip(joined, parts) if len(j) == 1 and p}
 
 
 class ExtractiveAnswerer:
@@ -129,11 +146,11 @@ class ExtractiveAnswerer:
                 vectors[i] = v
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         sentence_terms = with_what_follows(pieces, context, sentence_terms)
-        terms = set(question_terms)
+        terms, joined = set(question_terms), compounds(question)
         kind = expected_answer_type(question)
         typed = [has_answer_type(s, kind) for _, s in pieces]
         scores = [
-            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st) + TYPE_BONUS * t
+            float(v @ q) + LEXICAL_WEIGHT * lexical_overlap(terms, st, joined) + TYPE_BONUS * t
             for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")

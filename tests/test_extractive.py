@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.extractive import MAX_RUN, Candidate, ExtractiveAnswerer, goes_on, is_label, lexical_overlap, with_what_follows
+from rag.extractive import MAX_RUN, Candidate, ExtractiveAnswerer, compounds, goes_on, is_label, lexical_overlap, with_what_follows
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -21,6 +21,15 @@ def test_lexical_overlap_is_the_share_of_question_terms_found():
     assert lexical_overlap(terms, "Russia will lend money to Belarus.") == 1.0
     assert lexical_overlap(terms, "Nothing relevant here.") == 0.0
     assert lexical_overlap(set(), "Russia") == 0.0
+
+
+def test_two_question_words_the_sentence_writes_as_one_are_both_found():
+    question = "Which variable does Requests fall back to when REQUESTS_CA_BUNDLE is unset?"
+    terms, joined = set(bm25_tokenize([question])[0]), compounds(question)
+    sentence = "If REQUESTS_CA_BUNDLE is not set, CURL_CA_BUNDLE will be used as fallback."
+    assert lexical_overlap(terms, sentence, joined) - lexical_overlap(terms, sentence) == pytest.approx(2 / len(terms))
+    assert "requests_ca_bundl" in terms and not any("bundl" in word for word in joined)  # a name in code is one word
+    assert set(compounds("a built-in function")) >= {"builtin"} and compounds("one") == {}
 
 
 def test_answer_keeps_close_runners_up_only():

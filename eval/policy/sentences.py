@@ -32,6 +32,7 @@ VARIANTS = {
     "all rules": {},
     "two sentences, not three": {"sentences": 2},
     "no lexical overlap in the score": {"LEXICAL_WEIGHT": 0.0},
+    "two question words written as one not matched (fall back ~ fallback)": {"compounds": lambda question: {}},
     "no answer-type bonus": {"TYPE_BONUS": 0.0},
     "no 'code' answer type (how do I…, which command…)": {
         "expected_answer_type": lambda q: None if policy.expected_answer_type(q) == "code" else policy.expected_answer_type(q)},
