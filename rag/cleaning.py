@@ -8,6 +8,7 @@ Each rule below removes whole lines (or a paragraph, for pleas) and records why,
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,6 +26,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•◦‣–]|\d{1,3}[.)])\s+\S")
+# A line of one repeated punctuation mark: under a line of text (and over it too, in reStructuredText)
+# it makes that line a heading ("4.5. Copyright\n==========="); alone it is a horizontal rule.
+_SETEXT_RULE = re.compile(r"^\s{0,3}([=\-~*^#\"'`+:._])\1{2,}\s*$")
+# What only code has: a prompt, a call (f(), f(a, b)), braces, an assignment, an arrow, a line continued.
+_CODE_SIGNAL = re.compile(r"^(?:>>>|\.\.\.|\$ |# |//)|\w\((?:[^()]*[,'\"=$][^()]*)?\)|[{}]|;$|\s=\s|\w=\S|->|\\$")
+PROSE_MARKS = ".,;:'\"()-?!’“”‘/"
+_GRID_RULE = re.compile(r"^(?:\+[-=+|]*\+|\|[-=|]*\+[-=+|]*\|)$")  # a grid table's border: +-----+ or |----+----|
+# A numbered section's title on a line of its own, as text dumps of manuals write it: "6.1. Format".
+_NUMBERED_TITLE = re.compile(r"^(\d{1,3}(?:\.\d{1,3})+)\.?\s+[A-Z][^.!?:;,]{0,80}$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 # Paragraphs that plead for subscriptions span several lines; drop the whole paragraph.
@@ -97,7 +107,7 @@ def clean_text(raw: str) -> Cleaned:
     """Clean one article's raw text (plain or markdown) into blocks; never raises, whatever the input."""
     text = _CONTROL.sub("", raw.replace("\r\n", "\n").replace("\r", "\n"))
     out = Cleaned(text="")
-    lines = text.split("\n")
+    lines = _setext_as_atx(text.split("\n"), out.removed)
 
     if lines and (m := _ISO_DATE_PREFIX.match(lines[0])):
         out.date = m.group(1)
@@ -163,14 +173,62 @@ def clean_text(raw: str) -> Cleaned:
         title_line = groups.pop(0)[0].text
         out.removed.append(Removal(title_line, "title (kept as metadata)"))
     builder = DocumentBuilder()
+    margin = _margin(kept)
     for group in groups:
-        _add_group(builder, group)
+        _add_group(builder, group, margin)
     out.text, out.blocks = "\n\n".join(builder.parts), builder.blocks
     out.removed.extend(builder.removed)
     out.title = title_line or _headline_from(out.text)
     if out.url and not out.publisher:
         out.publisher = publisher_from_url(out.url)
     return out
+
+
+def _setext_as_atx(lines: list[str], removed: list[Removal]) -> list[str]:
+    """Headings underlined (or over- and underlined) with a repeated mark become '#' headings, one
+    level per style in the order the document first uses them, as reStructuredText reads them; a
+    rule that underlines nothing is a horizontal rule, dropped. Fenced code is left alone."""
+    styles: list[tuple[str, bool]] = []
+    out: list[str] = []
+    fence: str | None = None
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if m := _FENCE.match(line):
+            fence = None if fence == m.group(1) else fence or m.group(1)
+        if fence or _FENCE.match(line):
+            out.append(line)
+            i += 1
+            continue
+        after_blank = i == 0 or not lines[i - 1].strip()
+        mark = _rule_mark(line)
+        if mark and after_blank and i + 2 < len(lines) and _is_title(lines[i + 1]) and _rule_mark(lines[i + 2]) == mark:
+            heading, overlined, used = lines[i + 1], True, 3
+        elif _is_title(line) and after_blank and i + 1 < len(lines) and (mark := _rule_mark(lines[i + 1])):
+            heading, overlined, used = line, False, 2
+        elif mark:
+            removed.append(Removal(line.strip(), "horizontal rule"))
+            i += 1
+            continue
+        else:
+            out.append(line)
+            i += 1
+            continue
+        if (mark, overlined) not in styles:
+            styles.append((mark, overlined))
+        out.append(f"{'#' * min(styles.index((mark, overlined)) + 1, 6)} {heading.strip()}")
+        i += used
+    return out
+
+
+def _rule_mark(line: str) -> str | None:
+    m = _SETEXT_RULE.match(line)
+    return m.group(1) if m else None
+
+
+def _is_title(line: str) -> bool:
+    """A line that can be a heading: text, not indented as code, not itself a rule."""
+    return bool(line.strip()) and not line.startswith(("    ", "\t")) and _rule_mark(line) is None
 
 
 def _in_header(kept: list[_Line]) -> bool:
@@ -234,23 +292,79 @@ def _groups(kept: list[_Line], removed: list[Removal]) -> list[list[_Line]]:
     return groups
 
 
-def _add_group(builder: DocumentBuilder, group: list[_Line]) -> None:
+def _margin(kept: list[_Line]) -> int:
+    """The indentation most text lines share: 0 in most files, 3 in a text dump of a manual."""
+    indents = Counter(len(line.raw) - len(line.raw.lstrip()) for line in kept if line.kind == "text" and line.raw.strip())
+    return indents.most_common(1)[0][0] if indents else 0
+
+
+def _is_code(group: list[_Line], margin: int) -> bool:
+    """Fenced, or indented past the text and not reading as prose (a manual's nested notes, definitions
+    and list items are indented too): by four columns or more, or by less when it holds code (a
+    literal block's `>>> f(x)`)."""
+    if group[0].kind == "code":
+        return True
+    raws = [line.raw.expandtabs(4) for line in group]
+    indent = min(len(r) - len(r.lstrip()) for r in raws)
+    lines = [r.strip() for r in raws]
+    if indent <= margin or _LIST_ITEM.match(lines[0]) or _reads_as_prose(lines):
+        return False
+    return indent - margin >= 4 or any(_CODE_SIGNAL.search(line) for line in lines)
+
+
+def _reads_as_prose(lines: list[str]) -> bool:
+    """Words and punctuation only, several to a line, ending as a sentence ends or wrapped over lines."""
+    joined = " ".join(lines)
+    wordy = sum(c.isalnum() or c.isspace() or c in PROSE_MARKS for c in joined) >= 0.95 * len(joined)
+    return wordy and len(joined.split()) >= 6 and (len(lines) > 1 or joined.endswith((".", "!", "?", ":")))
+
+
+def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0) -> None:
     """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph."""
     first = group[0]
     raws = [line.raw for line in group]
     if first.kind == "heading":
         builder.heading(first.raw, first.level)
-    elif first.kind == "code" or all(r.startswith(("    ", "\t")) for r in raws):
+    elif len(group) == 1 and (m := _NUMBERED_TITLE.match(first.text)) and len(first.text.split()) <= 10:
+        builder.heading(first.text, m.group(1).count(".") + 1)
+    elif _is_code(group, margin):
         builder.code("\n".join(raws))
+    elif len(raws) > 2 and any(_GRID_RULE.match(r.strip()) for r in raws) and all(r.lstrip()[:1] in "+|" for r in raws):
+        builder.table(_grid_rows([r.strip() for r in raws]))
     elif len(raws) > 1 and all(r.lstrip().startswith("|") for r in raws):
         builder.table([[strip_markdown(c) for c in r.strip().strip("|").split("|")] for r in raws if not _TABLE_RULE.match(r)])
     elif _LIST_ITEM.match(raws[0]):
         for item in _list_items(group):
             builder.prose("list_item", item)
     elif all(r.lstrip().startswith(">") for r in raws):
-        builder.prose("quote", " ".join(strip_markdown(r.lstrip().lstrip(">")) for r in raws))
+        builder.prose("quote", unwrap([strip_markdown(r.lstrip().lstrip(">")) for r in raws]))
     else:
-        builder.prose("paragraph", " ".join(line.text for line in group))
+        builder.prose("paragraph", unwrap([line.text for line in group]))
+
+
+def unwrap(lines: list[str]) -> str:
+    """Hard-wrapped lines as one: a line broken after a word's hyphen ("package-" / "specific") is
+    joined without a space, since a text writer breaks lines at hyphens, not inside words."""
+    joined = ""
+    for line in filter(None, (line.strip() for line in lines)):
+        glued = re.search(r"[A-Za-z]-$", joined) and line[:1].islower()
+        joined = f"{joined}{line}" if glued or not joined else f"{joined} {line}"
+    return joined
+
+
+def _grid_rows(lines: list[str]) -> list[list[str]]:
+    """A grid table's rows: the lines between two borders are one row, each cell's lines joined."""
+    rows: list[list[str]] = []
+    current: list[list[str]] = []
+    for line in [*lines, "+-+"]:
+        if _GRID_RULE.match(line):
+            if current:
+                width = max(len(cells) for cells in current)
+                rows.append([" ".join(c[j] for c in current if j < len(c) and c[j]) for j in range(width)])
+            current = []
+        else:
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
 
 
 def _list_items(group: list[_Line]) -> list[str]:
@@ -261,7 +375,7 @@ def _list_items(group: list[_Line]) -> list[str]:
             items.append([re.sub(r"^\s*(?:[-*+•◦‣–])\s+", "• ", line.raw)])
         else:
             items[-1].append(line.raw)
-    return [" ".join(strip_markdown(part) for part in item) for item in items]
+    return [unwrap([strip_markdown(part) for part in item]) for item in items]
 
 
 def _looks_like_title(group: list[_Line]) -> bool:

@@ -171,3 +171,105 @@ def test_clean_text_never_raises_on_boilerplate_mixtures(raw):
     assert _control_chars(c.text) == []
     assert "\n\n\n" not in c.text
     assert c.date is None or len(c.date) == 10
+
+
+def _blocks(cleaned) -> list[tuple[str, int, str]]:
+    return [(b.kind, b.level, cleaned.text[b.start:b.end]) for b in cleaned.blocks]
+
+
+SETEXT = """Policy Manual
+*************
+
+Opening text of the package-
+specific manual, wrapped by hand.
+
+1. Binary packages
+******************
+
+1.1. The package name
+=====================
+
+Names are lower case.
+
+----
+
+Short
+-----
+
+```
+kept = "as is"
+--------------
+```
+"""
+
+
+def test_underlined_headings_are_headings_with_a_level_per_style_and_rules_are_dropped():
+    cleaned = clean_text(SETEXT)
+    assert cleaned.title == "Policy Manual"  # the first heading, at the top, as a '#' heading would be
+    assert _blocks(cleaned) == [
+        ("paragraph", 0, "Opening text of the package-specific manual, wrapped by hand."),  # broken at its hyphen
+        ("heading", 1, "1. Binary packages"),  # '*' came first: level 1
+        ("heading", 2, "1.1. The package name"),
+        ("paragraph", 0, "Names are lower case."),
+        ("heading", 3, "Short"),
+        ("code", 0, 'kept = "as is"\n--------------'),  # fenced code is never read for headings
+    ]
+    assert ("----", "horizontal rule") in [(r.text, r.reason) for r in cleaned.removed]
+
+
+def test_over_and_underlined_heading_is_one_heading():
+    cleaned = clean_text("Intro text here.\n\n=======\nSection\n=======\n\nBody text here.\n")
+    assert _blocks(cleaned)[1:] == [("heading", 1, "Section"), ("paragraph", 0, "Body text here.")]
+
+
+DUMP = """   A manual's text, indented three columns
+   as a text browser writes it.
+
+                Applications/Editors
+
+                        Editors, other than office word processors, for
+                        text-based information.
+
+   A literal block follows:
+
+       if [ "$1" = purge ]; then
+           update-rc.d package remove
+       fi
+"""
+
+
+def test_indented_prose_is_prose_and_indented_code_is_code():
+    kinds = [(kind, text.split("\n")[0]) for kind, _, text in _blocks(clean_text(DUMP))]
+    assert ("paragraph", "Editors, other than office word processors, for text-based information.") in kinds
+    assert ("code", 'if [ "$1" = purge ]; then') in kinds
+    assert kinds[0] == ("paragraph", "A manual's text, indented three columns as a text browser writes it.")
+
+
+def test_a_literal_block_indented_less_than_four_columns_is_code_when_it_holds_code():
+    text = ("JSON\n\nThe module writes JSON, and reads it back,\nwith two calls. Call it like this:\n\n"
+            "   >>> import json\n   >>> json.dumps([1, 2])\n   '[1, 2]'\n\nThe date looks like:\n\n   day-of-week, dd month yyyy\n")
+    assert [(k, t) for k, _, t in _blocks(clean_text(text))] == [
+        ("paragraph", "The module writes JSON, and reads it back, with two calls. Call it like this:"),
+        ("code", ">>> import json\n>>> json.dumps([1, 2])\n'[1, 2]'"),
+        ("paragraph", "The date looks like:"),
+        ("paragraph", "day-of-week, dd month yyyy"),  # no sign of code: a wrapped line of text
+    ]
+
+
+GRID = """Types
+
+   +-----------------------------------------------+
+   |  Type   |             Description             |
+   |---------+-------------------------------------|
+   | string  | Holds any arbitrary string of data. |
+   |---------+-------------------------------------|
+   |         | Holds one of a finite number of     |
+   | select  | possible values, given in a field   |
+   |         | named Choices:.                     |
+   +-----------------------------------------------+
+"""
+
+
+def test_a_grid_table_is_a_table_with_one_row_per_bordered_band_and_its_cells_joined():
+    assert _blocks(clean_text(GRID)) == [("table", 0, "Type | Description\nstring | Holds any arbitrary string of data.\n"
+                                                     "select | Holds one of a finite number of possible values, given in a field named Choices:.")]

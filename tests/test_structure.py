@@ -294,7 +294,7 @@ def test_blocks_survive_the_document_record_round_trip(pdf_doc):
 
 # ---- the development collections --------------------------------------------------------------
 def collection_documents() -> list[Path]:
-    return sorted(p for p in COLLECTIONS.glob("*/docs/*") if p.suffix in (".html", ".pdf"))
+    return sorted(p for p in COLLECTIONS.glob("*/docs/*") if p.suffix in (".html", ".pdf", ".txt"))
 
 
 @pytest.fixture(scope="module")

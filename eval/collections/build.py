@@ -11,6 +11,8 @@ Each collection is a folder of real documents nobody here wrote, of a kind the s
   field lists, user guides with code, a FAQ and a changelog).
 - sphinx-docs: Sphinx's own documentation (reStructuredText tables, directive and option references,
   a man page, a FAQ, a glossary, tutorials).
+- debian-policy: the Debian Policy Manual and its companion documents as plain text (hard-wrapped
+  lines, headings underlined with = - ~ *, nested lists, indented definitions and literal blocks).
 
 The packages are installed with apt-get when missing; `dpkg -L` says where their files are.
 Python's own documentation is kept out: it is an independent held-out check.
@@ -19,6 +21,7 @@ Python's own documentation is kept out: it is an independent held-out check.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import shutil
 import subprocess
@@ -26,7 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc", "sphinx-doc"]
+PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc", "sphinx-doc",
+            "debian-policy"]
 
 REFERENCE_CHAPTERS = ["pr01", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08"]
 HANDBOOK_SECTIONS = [
@@ -46,6 +50,8 @@ REQUESTS_PAGES = ["api", "user/quickstart", "user/advanced", "user/authenticatio
 SPHINX_PAGES = ["usage/restructuredtext/basics", "usage/extensions/autodoc", "man/sphinx-build", "faq", "glossary",
                 "usage/quickstart", "usage/extensions/napoleon", "usage/extensions/intersphinx", "usage/theming",
                 "tutorial/describing-code"]
+POLICY_TEXTS = ["policy", "upgrading-checklist", "copyright-format-1.0", "debconf_specification", "perl-policy",
+                "menu-policy", "autopkgtest"]
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -88,6 +94,12 @@ def copy_into(folder: Path, files: list[tuple[Path, str]]) -> None:
         shutil.copyfile(source, folder / name)
 
 
+def gunzip_into(folder: Path, files: list[tuple[Path, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in files:
+        (folder / name).write_bytes(gzip.decompress(source.read_bytes()))
+
+
 def print_to_pdf(html: Path, pdf: Path) -> None:
     """Chromium prints the page as a reader would (the page's own stylesheet), to a temporary name first."""
     chromium = shutil.which("chromium") or sys.exit("chromium not found; apt-get install chromium")
@@ -115,6 +127,9 @@ def build(out: Path) -> None:
     ])
     copy_into(out / "sphinx-docs" / "docs", [
         (find_path("sphinx-doc", f"/html/{page}.html"), f"sphinx-{page.replace('/', '-')}.html") for page in SPHINX_PAGES
+    ])
+    gunzip_into(out / "debian-policy" / "docs", [
+        (find_path("debian-policy", f"/{name}.txt.gz"), f"{name}.txt") for name in POLICY_TEXTS
     ])
     printed = out / "printed-pdf" / "docs"
     printed.mkdir(parents=True, exist_ok=True)
