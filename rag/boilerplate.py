@@ -17,7 +17,7 @@ BOILERPLATE_LINES: list[tuple[str, re.Pattern[str]]] = [
     ("donation banner", re.compile(r"charitable donation|\bdonate\b", re.I)),
     ("site banner", re.compile(r"^\[\s*[^\]]*banner\s*\]$", re.I)),
     ("comment form", re.compile(r"^Leave a Reply$|^Your email address will not be published\.?$", re.I)),
-    ("copyright line", re.compile(r"^(Copyright|©)|\(c\)\s*\d{4}", re.I)),
+    ("copyright line", re.compile(r"^(Copyright\b(?!-)|©)|\(c\)\s*\d{4}", re.I)),  # not "copyright-format"
     ("mailing-list plea", re.compile(r"^(?:join|subscribe to|sign up for|get)\b.{0,60}\b(?:mailing list|newsletter)\b", re.I)),
     ("related-article link", re.compile(r"^Related (article|story|stories)\s*:", re.I)),
     # "Jane Doe / POOL / AGENCY": a name, then two or more credits in capitals after a slash or a bar

@@ -40,7 +40,7 @@ class ChunkerConfig:
     overlap_tokens: int = 64
 
     def signature(self) -> str:
-        return f"blocks-v3:max={self.max_tokens}:overlap={self.overlap_tokens}"
+        return f"blocks-v4:max={self.max_tokens}:overlap={self.overlap_tokens}"
 
 
 _local = threading.local()
@@ -79,8 +79,14 @@ def passage_units(chunk: Chunk) -> list[tuple[int, int]]:
 @functools.lru_cache(maxsize=4096)
 def _units(text: str, headings: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     # Splitting with pysbd costs milliseconds a passage, and the same passages come back question
-    # after question (retrieved, ranked, checked): each text is split once.
-    return tuple((a, b) for a, b in sentence_spans(text) if text[a:b] not in headings)
+    # after question (retrieved, ranked, checked): each text is split once. A heading is a paragraph
+    # of its own, and none of it is a unit, though pysbd may cut it ("4.9." / "Main building script").
+    spans, offset = [], 0
+    for paragraph in text.split("\n\n"):
+        if paragraph.strip() not in headings:
+            spans.extend((offset + a, offset + b) for a, b in sentence_spans(paragraph))
+        offset += len(paragraph) + 2
+    return tuple(spans)
 
 
 def _line_spans(block: str) -> list[tuple[int, int]]:

@@ -34,6 +34,8 @@ _CODE_SIGNAL = re.compile(r"^(?:>>>|\.\.\.|\$ |# |//)|\w\((?:[^()]*[,'\"=$][^()]
 PROSE_MARKS = ".,;:'\"()-?!’“”‘/"
 _GRID_RULE = re.compile(r"^(?:\+[-=+|]*\+|\|[-=|]*\+[-=+|]*\|)$")  # a grid table's border: +-----+ or |----+----|
 # A numbered section's title on a line of its own, as text dumps of manuals write it: "6.1. Format".
+_FIELD_LINE = re.compile(r"^[A-Z][\w-]*:(?:\s|$)")
+MAX_TITLE_WORDS = 10
 _NUMBERED_TITLE = re.compile(r"^(\d{1,3}(?:\.\d{1,3})+)\.?\s+[A-Z][^.!?:;,]{0,80}$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
@@ -162,7 +164,7 @@ def clean_text(raw: str) -> Cleaned:
             out.date = parse_long_date(m.group(1))
             out.removed.append(Removal(raw_line.strip(), "date line (kept as metadata)"))
             continue
-        if reason := boilerplate_reason(line):
+        if not _continues_sentence(kept) and (reason := boilerplate_reason(line)):
             out.removed.append(Removal(raw_line.strip(), reason))
             continue
         kept.append(_Line(raw_line.rstrip()))
@@ -174,8 +176,11 @@ def clean_text(raw: str) -> Cleaned:
         out.removed.append(Removal(title_line, "title (kept as metadata)"))
     builder = DocumentBuilder()
     margin = _margin(kept)
+    ahead = Counter(_title_key(title) for group in groups if (title := _title_of(group)))  # headings still to come
     for group in groups:
-        _add_group(builder, group, margin)
+        if title := _title_of(group):
+            ahead[_title_key(title)] -= 1
+        _add_group(builder, group, margin, lambda text: ahead[_title_key(text)] > 0)
     out.text, out.blocks = "\n\n".join(builder.parts), builder.blocks
     out.removed.extend(builder.removed)
     out.title = title_line or _headline_from(out.text)
@@ -229,6 +234,13 @@ def _rule_mark(line: str) -> str | None:
 def _is_title(line: str) -> bool:
     """A line that can be a heading: text, not indented as code, not itself a rule."""
     return bool(line.strip()) and not line.startswith(("    ", "\t")) and _rule_mark(line) is None
+
+
+def _continues_sentence(kept: list[_Line]) -> bool:
+    """The next line goes on with the sentence the line above left open: a hard-wrapped paragraph's
+    line ("copyright notices and licensing details.") is never judged as a line of page furniture."""
+    above = kept[-1] if kept else None
+    return above is not None and above.kind == "text" and not re.search(r"[.!?:;\"”)\]]$", above.raw.rstrip())
 
 
 def _in_header(kept: list[_Line]) -> bool:
@@ -302,7 +314,7 @@ def _is_code(group: list[_Line], margin: int) -> bool:
     """Fenced, or indented past the text and not reading as prose (a manual's nested notes, definitions
     and list items are indented too): by four columns or more, or by less when it holds code (a
     literal block's `>>> f(x)`)."""
-    if group[0].kind == "code":
+    if group[0].kind == "code" or _is_record(group):
         return True
     raws = [line.raw.expandtabs(4) for line in group]
     indent = min(len(r) - len(r.lstrip()) for r in raws)
@@ -312,6 +324,12 @@ def _is_code(group: list[_Line], margin: int) -> bool:
     return indent - margin >= 4 or any(_CODE_SIGNAL.search(line) for line in lines)
 
 
+def _is_record(group: list[_Line]) -> bool:
+    """Lines of "Field: value", as control files, headers and stanzas are written: one field a line."""
+    fields = sum(bool(_FIELD_LINE.match(line.raw.strip())) for line in group)
+    return fields >= 2 and 2 * fields >= len(group) and bool(_FIELD_LINE.match(group[0].raw.strip()))
+
+
 def _reads_as_prose(lines: list[str]) -> bool:
     """Words and punctuation only, several to a line, ending as a sentence ends or wrapped over lines."""
     joined = " ".join(lines)
@@ -319,14 +337,33 @@ def _reads_as_prose(lines: list[str]) -> bool:
     return wordy and len(joined.split()) >= 6 and (len(lines) > 1 or joined.endswith((".", "!", "?", ":")))
 
 
-def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0) -> None:
-    """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph."""
+def _title_key(title: str) -> str:
+    """A title as a table of contents and its heading both write it: dashes, wraps and case aside."""
+    return re.sub(r"\W+", "", title.casefold())
+
+
+def _title_of(group: list[_Line]) -> str | None:
+    """The heading this group is: a marked one, or a numbered section's title on its own line."""
+    first = group[0]
+    if first.kind == "heading":
+        return first.raw
+    if len(group) == 1 and _NUMBERED_TITLE.match(first.text) and len(first.text.split()) <= MAX_TITLE_WORDS:
+        return first.text
+    return None
+
+
+def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0, heading_ahead=lambda text: False) -> None:
+    """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph. A line
+    or list item that is only the title of a heading further down is a table of contents' entry."""
     first = group[0]
     raws = [line.raw for line in group]
-    if first.kind == "heading":
-        builder.heading(first.raw, first.level)
-    elif len(group) == 1 and (m := _NUMBERED_TITLE.match(first.text)) and len(first.text.split()) <= 10:
-        builder.heading(first.text, m.group(1).count(".") + 1)
+    if title := _title_of(group):
+        if heading_ahead(title):
+            builder.remove(title, "table of contents entry")
+        elif first.kind == "heading":
+            builder.heading(title, first.level)
+        else:
+            builder.heading(title, _NUMBERED_TITLE.match(title).group(1).count(".") + 1)
     elif _is_code(group, margin):
         builder.code("\n".join(raws))
     elif len(raws) > 2 and any(_GRID_RULE.match(r.strip()) for r in raws) and all(r.lstrip()[:1] in "+|" for r in raws):
@@ -335,7 +372,10 @@ def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0) ->
         builder.table([[strip_markdown(c) for c in r.strip().strip("|").split("|")] for r in raws if not _TABLE_RULE.match(r)])
     elif _LIST_ITEM.match(raws[0]):
         for item in _list_items(group):
-            builder.prose("list_item", item)
+            if heading_ahead(item.removeprefix("• ")):
+                builder.remove(item, "table of contents entry")
+            else:
+                builder.prose("list_item", item)
     elif all(r.lstrip().startswith(">") for r in raws):
         builder.prose("quote", unwrap([strip_markdown(r.lstrip().lstrip(">")) for r in raws]))
     else:
@@ -347,7 +387,7 @@ def unwrap(lines: list[str]) -> str:
     joined without a space, since a text writer breaks lines at hyphens, not inside words."""
     joined = ""
     for line in filter(None, (line.strip() for line in lines)):
-        glued = re.search(r"[A-Za-z]-$", joined) and line[:1].islower()
+        glued = re.search(r"[A-Za-z]-$", joined) and line[:1].isalpha()
         joined = f"{joined}{line}" if glued or not joined else f"{joined} {line}"
     return joined
 

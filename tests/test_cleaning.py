@@ -273,3 +273,44 @@ GRID = """Types
 def test_a_grid_table_is_a_table_with_one_row_per_bordered_band_and_its_cells_joined():
     assert _blocks(clean_text(GRID)) == [("table", 0, "Type | Description\nstring | Holds any arbitrary string of data.\n"
                                                      "select | Holds one of a finite number of possible values, given in a field named Choices:.")]
+
+
+MANUAL = """Packaging Manual
+
+This manual describes how packages are built.
+
+* 1.1. Control files -- "debian/control"
+
+* 1.2. Package relationships: "Depends", "Pre-
+  Depends", "Recommends"
+
+1.1. Control files – "debian/control"
+=====================================
+
+Every package must be accompanied by a verbatim copy of its
+copyright notices and licensing details.
+
+   Files: *
+   Copyright: 1975-2010 Ulla Upstream
+   License: GPL-2+
+
+1.2. Package relationships: "Depends", "Pre-Depends", "Recommends"
+==================================================================
+
+Relationships are declared in fields.
+"""
+
+
+def test_a_manual_in_plain_text_loses_its_contents_list_and_keeps_every_line_of_its_text():
+    cleaned = clean_text(MANUAL)
+    assert _blocks(cleaned) == [
+        ("paragraph", 0, "This manual describes how packages are built."),
+        ("heading", 1, "1.1. Control files – \"debian/control\""),
+        # a wrapped line starting "copyright…" goes on with the sentence above: not a copyright notice
+        ("paragraph", 0, "Every package must be accompanied by a verbatim copy of its copyright notices and licensing details."),
+        ("code", 0, "Files: *\nCopyright: 1975-2010 Ulla Upstream\nLicense: GPL-2+"),  # a record of fields, one a line
+        ("heading", 1, "1.2. Package relationships: \"Depends\", \"Pre-Depends\", \"Recommends\""),
+        ("paragraph", 0, "Relationships are declared in fields."),
+    ]
+    toc = [r.text for r in cleaned.removed if r.reason == "table of contents entry"]
+    assert len(toc) == 2 and "Pre-Depends" in toc[1]  # dashes, wraps and case aside, each names a heading below
