@@ -2,13 +2,16 @@
 
 Web copies carry banners, bylines, captions, pleas and source lines around the article.
 Each rule below removes whole lines (or a paragraph, for pleas) and records why, so
-`rag inspect` can show that nothing disappeared silently.
+`rag inspect` can show that nothing disappeared silently. Manuals in plain text keep their
+structure: underlined headings, numbered section titles, grid tables, records, code told from
+indented prose, and a contents list recognised as navigation.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,10 +34,10 @@ _LIST_ITEM = re.compile(r"^\s*(?:[-*+•◦‣–]|\d{1,3}[.)])\s+\S")
 _SETEXT_RULE = re.compile(r"^\s{0,3}([=\-~*^#\"'`+:._])\1{2,}\s*$")
 # What only code has: a prompt, a call (f(), f(a, b)), braces, an assignment, an arrow, a line continued.
 _CODE_SIGNAL = re.compile(r"^(?:>>>|\.\.\.|\$ |# |//)|\w\((?:[^()]*[,'\"=$][^()]*)?\)|[{}]|;$|\s=\s|\w=\S|->|\\$")
-PROSE_MARKS = ".,;:'\"()-?!’“”‘/"
+_PROSE_MARKS = ".,;:'\"()-?!’“”‘/"
 _GRID_RULE = re.compile(r"^(?:\+[-=+|]*\+|\|[-=|]*\+[-=+|]*\|)$")  # a grid table's border: +-----+ or |----+----|
+_FIELD_LINE = re.compile(r"^[A-Z][\w-]*:(?:\s|$)")  # "Field: value", as in control files and headers
 # A numbered section's title on a line of its own, as text dumps of manuals write it: "6.1. Format".
-_FIELD_LINE = re.compile(r"^[A-Z][\w-]*:(?:\s|$)")
 MAX_TITLE_WORDS = 10
 _NUMBERED_TITLE = re.compile(r"^(\d{1,3}(?:\.\d{1,3})+)\.?\s+[A-Z][^.!?:;,]{0,80}$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
@@ -333,7 +336,7 @@ def _is_record(group: list[_Line]) -> bool:
 def _reads_as_prose(lines: list[str]) -> bool:
     """Words and punctuation only, several to a line, ending as a sentence ends or wrapped over lines."""
     joined = " ".join(lines)
-    wordy = sum(c.isalnum() or c.isspace() or c in PROSE_MARKS for c in joined) >= 0.95 * len(joined)
+    wordy = sum(c.isalnum() or c.isspace() or c in _PROSE_MARKS for c in joined) >= 0.95 * len(joined)
     return wordy and len(joined.split()) >= 6 and (len(lines) > 1 or joined.endswith((".", "!", "?", ":")))
 
 
@@ -352,7 +355,8 @@ def _title_of(group: list[_Line]) -> str | None:
     return None
 
 
-def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0, heading_ahead=lambda text: False) -> None:
+def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0,
+               heading_ahead: Callable[[str], bool] = lambda text: False) -> None:
     """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph. A line
     or list item that is only the title of a heading further down is a table of contents' entry."""
     first = group[0]
@@ -377,12 +381,12 @@ def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0, he
             else:
                 builder.prose("list_item", item)
     elif all(r.lstrip().startswith(">") for r in raws):
-        builder.prose("quote", unwrap([strip_markdown(r.lstrip().lstrip(">")) for r in raws]))
+        builder.prose("quote", _unwrap([strip_markdown(r.lstrip().lstrip(">")) for r in raws]))
     else:
-        builder.prose("paragraph", unwrap([line.text for line in group]))
+        builder.prose("paragraph", _unwrap([line.text for line in group]))
 
 
-def unwrap(lines: list[str]) -> str:
+def _unwrap(lines: list[str]) -> str:
     """Hard-wrapped lines as one: a line broken after a word's hyphen ("package-" / "specific") is
     joined without a space, since a text writer breaks lines at hyphens, not inside words."""
     joined = ""
@@ -415,7 +419,7 @@ def _list_items(group: list[_Line]) -> list[str]:
             items.append([re.sub(r"^\s*(?:[-*+•◦‣–])\s+", "• ", line.raw)])
         else:
             items[-1].append(line.raw)
-    return [unwrap([strip_markdown(part) for part in item]) for item in items]
+    return [_unwrap([strip_markdown(part) for part in item]) for item in items]
 
 
 def _looks_like_title(group: list[_Line]) -> bool:
