@@ -184,8 +184,9 @@ class ExtractiveAnswerer:
 
 
 def with_what_follows(pieces: list[tuple[int, str]], context: list[dict], sentence_terms: list[list[str]]) -> list[list[str]]:
-    """A sentence the answer goes on from is quoted with its next unit, so it is scored with that
-    unit's words too ('"class": Only the class' docstring is inserted.' + 'This is the default.')."""
+    """A sentence the answer goes on from is quoted with its next unit (or the structure it hands over
+    to), so it is scored with their words too ('"class": Only the class' docstring is inserted.' +
+    'This is the default.')."""
     going_on = [(i, Candidate(0, s, 0.0, **c).handed_over()) for i, ((_, s), c) in enumerate(zip(pieces, context))]
     going_on = [(i, units) for i, units in going_on if units]
     if not going_on:
