@@ -39,7 +39,7 @@ _GRID_RULE = re.compile(r"^(?:\+[-=+|]*\+|\|[-=|]*\+[-=+|]*\|)$")  # a grid tabl
 _FIELD_LINE = re.compile(r"^[A-Z][\w-]*:(?:\s|$)")  # "Field: value", as in control files and headers
 # A numbered section's title on a line of its own, as text dumps of manuals write it: "6.1. Format".
 MAX_TITLE_WORDS = 10
-_NUMBERED_TITLE = re.compile(r"^(\d{1,3}(?:\.\d{1,3})+)\.?\s+[A-Z][^.!?:;,]{0,80}$")
+_NUMBERED_TITLE = re.compile(r"^(\d{1,3}(?:\.\d{1,3})+)\.?\s+[A-Z][^.!?:;]{0,80}$")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
 
 # Paragraphs that plead for subscriptions span several lines; drop the whole paragraph.
@@ -141,7 +141,7 @@ def clean_text(raw: str) -> Cleaned:
             out.removed.append(Removal(raw_line.strip(), "source URL (kept as metadata)"))
             pending_source = False
             continue
-        if m := _SOURCE_LINE.match(line):
+        if (m := _SOURCE_LINE.match(line)) and not _in_record(raw_line, kept):
             url = join_broken_url(m.group("rest"))
             if url or not m.group("rest").strip():
                 out.url = out.url or url
@@ -237,6 +237,12 @@ def _rule_mark(line: str) -> str | None:
 def _is_title(line: str) -> bool:
     """A line that can be a heading: text, not indented as code, not itself a rule."""
     return bool(line.strip()) and not line.startswith(("    ", "\t")) and _rule_mark(line) is None
+
+
+def _in_record(raw_line: str, kept: list[_Line]) -> bool:
+    """An indented line, or one under a "Field: value" line: part of an example record ("Source:
+    https://www.example.com/…" in a specification of control files), not the page's own source line."""
+    return raw_line[:1].isspace() or bool(kept and _FIELD_LINE.match(kept[-1].raw.strip()))
 
 
 def _continues_sentence(kept: list[_Line]) -> bool:

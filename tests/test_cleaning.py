@@ -314,3 +314,14 @@ def test_a_manual_in_plain_text_loses_its_contents_list_and_keeps_every_line_of_
     ]
     toc = [r.text for r in cleaned.removed if r.reason == "table of contents entry"]
     assert len(toc) == 2 and "Pre-Depends" in toc[1]  # dashes, wraps and case aside, each names a heading below
+
+
+def test_a_source_field_in_an_example_record_is_not_the_documents_url():
+    text = ("Copyright format\n\nA header stanza looks like this one, with its fields:\n\n"
+            "Upstream-Name: X Solitaire\nSource: https://www.example.com/software/project\n\n"
+            "The fields are explained below.\n")
+    cleaned = clean_text(text)
+    assert cleaned.url is None and cleaned.publisher is None
+    assert ("code", 0, "Upstream-Name: X Solitaire\nSource: https://www.example.com/software/project") in _blocks(cleaned)
+    own = clean_text("An article.\n\nSource: https://www.rferl.org/a/article/30818225.html\n")
+    assert own.url == "https://www.rferl.org/a/article/30818225.html"  # the page's own source line still is
