@@ -12,6 +12,7 @@ import numpy as np
 
 from rag.chunking import passage_units
 from rag.records import Hit, PassageSpan, Sentence
+from rag.structure import BULLET
 from rag.policy import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
 
@@ -35,7 +36,6 @@ TERM_DEFINED = re.compile(r"\w: \S")  # "term: definition", as definition lists 
 # A sentence that hands over to a list, a table or a code block ("All of the following headers are
 # supported:") is answered by the structure, not by its first line: up to this many units of it.
 MAX_RUN = 8
-LIST_ITEM = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,3}[.)])\s+\S")
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,11 @@ class Candidate:
     follow_span: tuple[int, int] = (0, 0)
     lead: str | None = None  # the unit before it in its passage
     lead_span: tuple[int, int] = (0, 0)
-    run: tuple[tuple[str, tuple[int, int]], ...] = ()  # the rest of the list, table or code block `follow` opens
+    run: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it hands over: the rest of the structure `follow` opens
 
     def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
         """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
-        if not self.continued():
-            return ()
-        rest = self.run if HANDS_OVER.search(self.text) else ()
-        return ((self.follow, self.follow_span), *rest)
+        return ((self.follow, self.follow_span), *self.run) if self.continued() else ()
 
     def continued(self) -> bool:
         """The answer goes on in the next unit."""
@@ -202,19 +199,19 @@ def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: in
     return {"span": spans[i],
             "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
             "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0),
-            "run": _structure_after(text, units, spans, i + 1) if after else ()}
+            "run": _structure_after(text, units, spans, i + 1) if after and HANDS_OVER.search(units[i]) else ()}
 
 
 def _structure_after(text: str, units: list[str], spans: list[tuple[int, int]], first: int) -> tuple:
     """The units after `first` that go on with the list, table or code block it opens (none for prose):
     the next lines of its block, or the next items of its list with their own sentences."""
-    in_list = bool(LIST_ITEM.match(units[first]))
+    in_list = bool(BULLET.match(units[first]))
     run: list[tuple[str, tuple[int, int]]] = []
     for j in range(first + 1, min(len(units), first + MAX_RUN)):
         gap = text[spans[j - 1][1]:spans[j][0]]
         next_line = "\n" in gap and "\n\n" not in gap  # a line of the same code block or table
         same_item = in_list and "\n" not in gap  # a later sentence of the same list item
-        next_item = in_list and "\n\n" in gap and bool(LIST_ITEM.match(units[j]))
+        next_item = in_list and "\n\n" in gap and bool(BULLET.match(units[j]))
         if not (next_line or same_item or next_item):
             break
         run.append((units[j], spans[j]))

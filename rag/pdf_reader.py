@@ -22,14 +22,13 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rag.structure import DocumentBuilder, join_wrapped, without_site_suffix
+from rag.structure import BULLET, DocumentBuilder, join_wrapped, without_site_suffix
 
 FIXED_PITCH, FORCE_BOLD = 1, 1 << 18  # PDF font descriptor flags
 SOFT_HYPHEN = 2  # how PDFium reports a hyphen that breaks a word at a line end
 BOLD_NAME = re.compile(r"bold|black|heavy|semibold|demi|cmbx|\+cmb\d", re.I)
 NUMBERED_HEADING = re.compile(r"^(?:\d+|[A-Z])(?:\.\d+)+\.?\s+\S")  # "4.2.1 Title", "A.3. Title"
 MONOSPACE_NAME = re.compile(r"mono|courier|cmtt|sftt|typewriter|consol|menlo|inconsolata|lmmono|\btt\d", re.I)
-BULLET = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+\S")
 DOT_LEADER = re.compile(r"(?:\.\s?){4,}\s*\S{1,6}$")  # "Preface . . . . . 1": a table of contents line
 NUMBERED_EDGE = re.compile(r"^\d{1,4}\s|\s\d{1,4}$")  # a running head carries the page number
 PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,4}|[ivxlcdm]{1,7})(?:\s*(?:/|of)\s*\d{1,4})?$", re.I)

@@ -19,6 +19,8 @@ from rag.records import SECTION_SEPARATOR, Block, Document, Removal
 CELL_SEPARATOR = " | "
 MAX_REMOVED_CHARS = 500
 _SPACES = re.compile(r"\s+")
+# A list item's mark at the start of a line: a bullet, a dash, "1." / "(2)" or "a)".
+BULLET = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+\S")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b]")  # incl. soft hyphen, zero-width space
 
 
