@@ -12,7 +12,7 @@ import numpy as np
 
 from rag.chunking import passage_units
 from rag.records import Hit, PassageSpan, Sentence
-from rag.structure import BULLET
+from rag.structure import BULLET, CELL_SEPARATOR
 from rag.policy import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
 
@@ -50,6 +50,7 @@ class Candidate:
     lead: str | None = None  # the unit before it in its passage
     lead_span: tuple[int, int] = (0, 0)
     run: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it hands over: the rest of the structure `follow` opens
+    table_head: str = ""  # a table row's caption and header row: what its cells mean ("Range | Description")
 
     def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
         """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
@@ -143,6 +144,7 @@ class ExtractiveAnswerer:
                 vectors[i] = v
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         sentence_terms = with_what_follows(pieces, context, sentence_terms)
+        sentence_terms = with_table_head(context, sentence_terms)
         terms, joined = set(question_terms), compounds(question)
         kind = expected_answer_type(question)
         typed = [has_answer_type(s, kind) for _, s in pieces]
@@ -180,6 +182,11 @@ class ExtractiveAnswerer:
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, (n, span) in quotes.items()]
 
 
+def is_caption(line: str) -> bool:
+    """A table's title line: a few words without closing punctuation ("Table 2. Numeric status codes")."""
+    return 0 < len(line.split()) <= LABEL_WORDS and not STATEMENT_END.search(line)
+
+
 def with_what_follows(pieces: list[tuple[int, str]], context: list[dict], sentence_terms: list[list[str]]) -> list[list[str]]:
     """A sentence the answer goes on from is quoted with its next unit (or the structure it hands over
     to), so it is scored with their words too ('"class": Only the class' docstring is inserted.' +
@@ -194,12 +201,40 @@ def with_what_follows(pieces: list[tuple[int, str]], context: list[dict], senten
     return extended
 
 
+def with_table_head(context: list[dict], sentence_terms: list[list[str]]) -> list[list[str]]:
+    """A table row is scored with its table's caption and header row too: "100-109 | internal errors"
+    answers "which range of status codes…" only under "Numeric status codes" / "Range | Description"."""
+    rows = [i for i, c in enumerate(context) if c["table_head"]]
+    if not rows:
+        return sentence_terms
+    extended = list(sentence_terms)
+    for i, terms in zip(rows, bm25_tokenize([context[i]["table_head"] for i in rows])):
+        extended[i] = sentence_terms[i] + terms
+    return extended
+
+
 def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> dict:
     after, before = i + 1 < len(units), i > 0
     return {"span": spans[i],
             "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
             "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0),
-            "run": _structure_after(text, units, spans, i + 1) if after and HANDS_OVER.search(units[i]) else ()}
+            "run": _structure_after(text, units, spans, i + 1) if after and HANDS_OVER.search(units[i]) else (),
+            "table_head": _table_head(text, units, spans, i)}
+
+
+def _table_head(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> str:
+    """The caption and header row of the table whose body row unit `i` is ("" for anything else, and
+    for a table this passage does not start: its first row here is not its header)."""
+    if CELL_SEPARATOR not in units[i]:
+        return ""
+    first = i
+    while first > 0 and CELL_SEPARATOR in units[first - 1] and "\n\n" not in text[spans[first - 1][1]:spans[first][0]]:
+        first -= 1
+    if first == i or not text[: spans[first][0]].endswith("\n\n"):
+        return ""
+    before = units[first - 1] if first > 0 else ""
+    caption = before if is_caption(before) or HANDS_OVER.search(before) else ""
+    return f"{caption}\n{units[first]}".strip()
 
 
 def _structure_after(text: str, units: list[str], spans: list[tuple[int, int]], first: int) -> tuple:

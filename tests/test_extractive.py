@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rag.extractive import MAX_RUN, Candidate, ExtractiveAnswerer, compounds, goes_on, is_label, lexical_overlap, with_what_follows
+from rag.chunking import passage_units
+from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_label, lexical_overlap,
+                            with_what_follows)
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -185,3 +187,35 @@ def test_extractive_answer_quotes_the_loan_sentence_citing_its_source(pipeline):
         for s in answer.sentences for n in s.citations}
     assert answer.trace.answered_by == "extractive"
     assert len(answer.sentences) <= pipeline.settings.extractive_sentences + 1  # one continuation at most
+
+
+TABLE_PASSAGE = (
+    "Each command returns a numeric status code and an optional string of text. "
+    "The number is the status code, while the text provides additional information.\n\n"
+    "Table 2. Numeric status codes\n\n"
+    "Range | Description\n0 | success\n10-19 | invalid parameters\n30-99 | command-specific return codes\n"
+    "100-109 | internal errors\n110-255 | reserved\n\n"
+    "Signals with numbers below 32 are reserved for the system."
+)
+
+
+def test_a_table_row_carries_its_caption_and_header_row():
+    chunk = Chunk("c1", "d1", 0, TABLE_PASSAGE, 0, len(TABLE_PASSAGE))
+    spans = passage_units(chunk)
+    units = [" ".join(TABLE_PASSAGE[a:b].split()) for a, b in spans]
+    heads = {unit: _table_head(TABLE_PASSAGE, units, spans, i) for i, unit in enumerate(units)}
+    assert heads["100-109 | internal errors"].endswith("Numeric status codes\nRange | Description")  # caption, header row
+    assert heads["Range | Description"] == ""  # the header row is the head, not a row under it
+    assert heads["Signals with numbers below 32 are reserved for the system."] == ""
+    rows_only = TABLE_PASSAGE[TABLE_PASSAGE.index("10-19"):]  # a passage cut inside a table: its first row is no header
+    cut = Chunk("c2", "d1", 1, rows_only, 0, len(rows_only))
+    cut_spans = passage_units(cut)
+    cut_units = [" ".join(rows_only[a:b].split()) for a, b in cut_spans]
+    assert all(_table_head(rows_only, cut_units, cut_spans, i) == "" for i in range(len(cut_units)))
+
+
+@pytest.mark.integration
+def test_the_row_answering_under_its_header_is_ranked_first(embedder):
+    question = "Which range of numeric status codes signals internal errors?"
+    ranked = ExtractiveAnswerer(embedder).rank(question, [hit(1, TABLE_PASSAGE)])
+    assert ranked[0].text == "100-109 | internal errors"

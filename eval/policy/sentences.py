@@ -42,6 +42,7 @@ VARIANTS = {
     "no 'refers back' (To prevent this, …)": {"REFERS_BACK": NEVER},
     "no 'finishes the unit before' (where …)": {"FINISHES_BEFORE": NEVER},
     "not scored with the unit it goes on in": {"with_what_follows": lambda pieces, context, terms: terms},
+    "a table row scored without its caption and header row": {"with_table_head": lambda context, terms: terms},
 }
 
 
