@@ -6,7 +6,7 @@ Also the fallback when the LLM endpoint fails, and the evidence the refusal chec
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -51,6 +51,7 @@ class Candidate:
     lead_span: tuple[int, int] = (0, 0)
     run: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it hands over: the rest of the structure `follow` opens
     table_head: str = ""  # a table row's caption and header row: what its cells mean ("Range | Description")
+    elsewhere: tuple[tuple[int, float], ...] = ()  # the other sources holding the same sentence, and its score there
 
     def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
         """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
@@ -110,18 +111,18 @@ def compounds(question: str) -> dict[str, set[str]]:
 
 
 class ExtractiveAnswerer:
-    def __init__(self, embedder, max_sentences: int = 2, margin: float = 0.12, store=None):
+    def __init__(self, embedder, max_sentences: int = 2, margin: float = 0.12, store=None, rank_penalty: float = 0.02):
         self.embedder = embedder
         self.store = store  # its stored sentence vectors spare re-embedding the passages
         self.max_sentences = max_sentences
         self.margin = margin  # keep sentences scoring within this of the best one
+        self.rank_penalty = rank_penalty  # what a place lower in the retriever's order costs a passage (`rerank`)
 
     def rank(self, question: str, hits: list[Hit], query_vector: np.ndarray | None = None) -> list[Candidate]:
         """Every distinct sentence of the passages, best answer first (`query_vector`: the question, embedded)."""
         pieces: list[tuple[int, str]] = []
         context: list[dict] = []  # where each piece is, and the units on either side of it
         vectors: list[np.ndarray | None] = []
-        seen: set[str] = set()
         for n, hit in enumerate(hits, 1):
             text = hit.chunk.text
             spans = passage_units(hit.chunk)
@@ -130,8 +131,7 @@ class ExtractiveAnswerer:
                 stored = None
             units = [" ".join(text[a:b].split()) for a, b in spans]
             for i, sentence in enumerate(units):
-                if len(sentence) > MIN_UNIT_CHARS and sentence not in seen and not is_label(sentence):
-                    seen.add(sentence)
+                if len(sentence) > MIN_UNIT_CHARS and not is_label(sentence):
                     pieces.append((n, sentence))
                     context.append(_neighbours(text, units, spans, i))
                     vectors.append(None if stored is None else stored[i])
@@ -153,7 +153,33 @@ class ExtractiveAnswerer:
             for v, st, t in zip(vectors, sentence_terms, typed)
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], **context[i]) for i in order]
+        # A sentence two overlapping passages hold is one candidate: where it scores best (where the
+        # unit it goes on in is not cut off), noting the other passages that hold it.
+        best_of: dict[str, int] = {}
+        elsewhere: dict[int, list[tuple[int, float]]] = {}
+        for i in order:
+            n, sentence = pieces[i]
+            if sentence not in best_of:
+                best_of[sentence], elsewhere[i] = i, []
+            elif n != pieces[best_of[sentence]][0]:
+                elsewhere[best_of[sentence]].append((n, scores[i]))
+        return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], elsewhere=tuple(elsewhere[i]), **context[i])
+                for i in order if i in elsewhere]
+
+    def rerank(self, hits: list[Hit], candidates: list[Candidate]) -> tuple[list[Hit], list[Candidate]]:
+        """The passages in order of the best answer sentence each holds, less `rank_penalty` for each
+        place the retriever put it lower: the passage that states the answer comes first, among
+        passages the retriever found about equally close. The candidates keep their order; their
+        source numbers follow their passages."""
+        best: dict[int, float] = {}
+        for c in candidates:
+            for n, score in ((c.source, c.score), *c.elsewhere):
+                best[n] = max(best.get(n, score), score)
+        score = [best.get(n, 0.0) - self.rank_penalty * (n - 1) for n in range(1, len(hits) + 1)]
+        order = sorted(range(len(hits)), key=lambda i: (-score[i], i))
+        number = {old + 1: new + 1 for new, old in enumerate(order)}
+        return [hits[i] for i in order], [replace(c, source=number[c.source], elsewhere=tuple((number[n], sc) for n, sc in c.elsewhere))
+                                          for c in candidates]
 
     def near_best(self, candidates: list[Candidate]) -> list[Candidate]:
         """The few sentences close enough to the best one to be the answer: the evidence refusal reads."""

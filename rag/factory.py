@@ -33,7 +33,7 @@ def build_stages(settings: Settings, embedder: Embedder | None = None, store: Pa
     return Stages(
         store=store,
         retriever=HybridRetriever(store, embedder, settings),
-        ranker=ExtractiveAnswerer(embedder, settings.extractive_sentences, store=store),
+        ranker=ExtractiveAnswerer(embedder, settings.extractive_sentences, store=store, rank_penalty=settings.rerank_rank_penalty),
         policy=AnswerPolicy(PolicyModel.load(settings.policy_model), settings.refuse_below, settings.unsure_below,
                             word_vectors, store.specificity),
         grounding=GroundingChecker(embedder, settings.support_threshold, settings.support_coverage, settings.clause_coverage),

@@ -139,7 +139,9 @@ class Pipeline:
     ) -> list[Hit]:
         query = validate_question(query, self.settings.max_question_chars)
         self.refresh()
-        return self.retriever.search(query, top_k=top_k, method=method, filters=filters)
+        if method != "hybrid" or not self.settings.rerank:
+            return self.retriever.search(query, top_k=top_k, method=method, filters=filters)
+        return self._found(query, top_k, filters, self.embedder.encode_queries([query])[0])[0]
 
     def ask(self, question: str, **kwargs) -> Answer:
         answer = None
@@ -172,7 +174,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         query_vector = self.embedder.encode_queries([standalone])[0]  # once, for retrieval and for ranking sentences
-        hits = self.retriever.search(standalone, top_k=top_k, filters=filters, query_vector=query_vector)
+        hits, candidates = self._found(standalone, top_k, filters, query_vector)
         trace.timings_ms["retrieve"] = _ms(t0)
         trace.retrieved = [_retrieved(h) for h in hits]
         trace.index_version = self.store.manifest.version
@@ -180,7 +182,6 @@ class Pipeline:
         if trace.notice:
             yield NoticeEvent(trace.notice)
 
-        candidates = self.ranker.rank(standalone, hits, query_vector)
         verdict = self.policy.decide(standalone, hits, [c.text for c in candidates[:5]])
         trace.policy = verdict.to_json()
         if verdict.refused:
@@ -198,6 +199,13 @@ class Pipeline:
         yield AnswerEvent(answer)
 
     # ---- steps -------------------------------------------------------------------------------
+    def _found(self, query: str, top_k: int | None, filters: Filters | None, query_vector) -> tuple[list[Hit], list]:
+        """The passages for a query and their sentences ranked as answers; the passages reranked by
+        the best sentence each holds (`RAG_RERANK`)."""
+        hits = self.retriever.search(query, top_k=top_k, filters=filters, query_vector=query_vector)
+        candidates = self.ranker.rank(query, hits, query_vector)
+        return self.ranker.rerank(hits, candidates) if self.settings.rerank else (hits, candidates)
+
     def _llm_or_notice(self, mode: str, trace: Trace) -> LLMClient | None:
         if mode != "llm":
             return None

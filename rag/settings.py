@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     top_k: int = 5
     candidates: int = Field(30, description="hits taken from each retriever before fusion")
     rrf_k: int = 60
+    rerank: bool = Field(True, description="order the passages found by the best answer sentence each holds (hybrid search)")
+    rerank_rank_penalty: float = Field(
+        0.02, ge=0, description="what each place lower in the retriever's order costs a passage when reranking by its best sentence")
     mmr: bool = False
     mmr_lambda: float = 0.7
     merge_neighbors: bool = False

@@ -219,3 +219,39 @@ def test_the_row_answering_under_its_header_is_ranked_first(embedder):
     question = "Which range of numeric status codes signals internal errors?"
     ranked = ExtractiveAnswerer(embedder).rank(question, [hit(1, TABLE_PASSAGE)])
     assert ranked[0].text == "100-109 | internal errors"
+
+
+def test_rerank_puts_the_passage_stating_the_answer_first_and_renumbers_the_sources():
+    hits = [hit(1, "About the meeting."), hit(2, "The loan is $1.5 billion."), hit(3, "Other news.")]
+    ranked = [Candidate(2, "The loan is $1.5 billion.", 0.9, elsewhere=((3, 0.6),)), Candidate(1, "About the meeting.", 0.7),
+              Candidate(3, "Other news.", 0.5)]
+    reordered, candidates = ExtractiveAnswerer(None, rank_penalty=0.02).rerank(hits, ranked)
+    assert [h.chunk.chunk_id for h in reordered] == ["c2", "c1", "c3"]
+    assert [(c.source, c.elsewhere) for c in candidates] == [(1, ((3, 0.6),)), (2, ()), (3, ())]  # same order, new numbers
+    # a passage the retriever put far lower needs a better sentence than the penalty for each place
+    kept, _ = ExtractiveAnswerer(None, rank_penalty=0.25).rerank(hits, ranked)
+    assert [h.chunk.chunk_id for h in kept] == ["c1", "c2", "c3"]
+    assert ExtractiveAnswerer(None).rerank([], []) == ([], [])
+
+
+@pytest.mark.integration
+def test_a_sentence_two_passages_hold_is_one_candidate_where_it_goes_on(embedder):
+    sentence = "To send your own cookies to the server, you can use the following parameter:"
+    cut = hit(1, f"Cookies are easy to read. {sentence}")  # the passage ends before what it hands over to
+    whole = hit(2, f"{sentence}\n\ncookies = dict(cookies_are='working')")
+    ranked = ExtractiveAnswerer(embedder).rank("How do I send a dict of my own cookies to the server?", [cut, whole])
+    same = [c for c in ranked if c.text == sentence]
+    assert len(same) == 1 and same[0].source == 2 and [n for n, _ in same[0].elsewhere] == [1]
+    assert same[0].follow == "cookies = dict(cookies_are='working')"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("rerank", [True, False])
+def test_search_ranks_first_the_passage_holding_the_answer(seed_index, embedder, rerank):
+    from rag.factory import build_pipeline
+
+    pipe = build_pipeline(seed_index.with_overrides(rerank=rerank), embedder=embedder)
+    question = "What was Lukashenko's former occupation, as mentioned in the article about his meeting with Putin after the Ryanair incident?"
+    first = pipe.search(question)[0].chunk.text
+    assert ("a former collective farm boss" in first) is rerank  # the retriever alone puts it third
+    assert pipe.ask(question, mode="extractive").sources[0].chunk.text == first  # the chat's sources come in the same order

@@ -34,6 +34,9 @@ class FakeRanker:
     def rank(self, question, hits, query_vector=None):
         return [Candidate(1, QUOTE, 0.9)]
 
+    def rerank(self, hits, candidates):
+        return hits, candidates
+
     def answer(self, candidates):
         self.answered += 1
         return [Sentence(c.text, [c.source], True, "quoted from the source") for c in candidates]
