@@ -317,7 +317,8 @@ def test_the_bundled_model_does_not_obey_an_instruction_in_an_article(injected_s
 
     settings = injected_settings.with_overrides(
         openai_base_url=None, local_llm_port=urlsplit(local_llm).port, mode="llm", llm_timeout=180.0, llm_max_retries=0,
-        temperature=0.0, max_answer_tokens=48, prompt_context="passages", llm_sources=2)
+        temperature=0.0, max_answer_tokens=48, prompt_context="passages", llm_sources=2,
+        rerank=False)  # the injected passage stays first, where it was slipped in
     stages = build_stages(settings, embedder)
     injected = next(c for c in stages.store.chunks if INJECTION in c.text)
 

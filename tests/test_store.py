@@ -129,7 +129,7 @@ def test_seed_index_round_trip_same_results_and_chunk_ids(seed_index, pipeline, 
 
     retriever = HybridRetriever(again, embedder, seed_index)
     for query in ("How much will Russia lend Belarus?", "Who arrived in Minsk?", "Ryanair flight"):
-        before = [(h.chunk.chunk_id, round(h.score, 9)) for h in pipeline.search(query, top_k=5)]
+        before = [(h.chunk.chunk_id, round(h.score, 9)) for h in pipeline.retriever.search(query, top_k=5)]
         after = [(h.chunk.chunk_id, round(h.score, 9)) for h in retriever.search(query, top_k=5)]
         assert before == after
 
