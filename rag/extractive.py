@@ -202,8 +202,10 @@ class ExtractiveAnswerer:
                 if counted <= self.max_sentences and text not in quotes:
                     quotes[text] = (c.source, span)
                     counted += 1
-            if over and over[0][0] in quotes:
-                for text, span in over[1:]:
+            # ...and a sentence that hands over ("…has the following format:") never ends the answer
+            # without it, even past the limit
+            if over and (over[0][0] in quotes or (c.text in quotes and HANDS_OVER.search(c.text))):
+                for text, span in over:
                     quotes.setdefault(text, (c.source, span))
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, (n, span) in quotes.items()]
 

@@ -106,6 +106,17 @@ def test_continuations_add_at_most_one_sentence_to_the_answer():
         "First statement about the topic here.", "This means the first is true.", "Second statement about the topic here."]
 
 
+def test_a_sentence_handing_over_never_ends_the_answer_without_what_it_hands_over_to():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    steps = "The particular steps for a rebooting test are:"
+    ranked = [Candidate(1, "Some testbeds support rebooting the machine.", 0.9, follow="This means a test can reboot it."),
+              Candidate(1, steps, 0.88, follow="• The test calls autopkgtest-reboot with a mark.",
+                        run=(("• The test is run again with the mark in a variable.", (0, 0)),))]
+    assert [s.text for s in answerer.answer(ranked)] == [  # past the limit, but never "…are:" with nothing after
+        "Some testbeds support rebooting the machine.", "This means a test can reboot it.", steps,
+        "• The test calls autopkgtest-reboot with a mark.", "• The test is run again with the mark in a variable."]
+
+
 def test_following_as_a_verb_hands_nothing_over():
     assert goes_on("Use the following command:", "apt-get update")
     assert not goes_on("• New 'allow_redirects' param for following non-GET/HEAD Redirects", "• Settings module refactoring")
