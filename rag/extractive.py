@@ -202,12 +202,16 @@ class ExtractiveAnswerer:
                 if counted <= self.max_sentences and text not in quotes:
                     quotes[text] = (c.source, span)
                     counted += 1
-            # ...and a sentence that hands over ("…has the following format:") never ends the answer
-            # without it, even past the limit
-            if over and (over[0][0] in quotes or (c.text in quotes and HANDS_OVER.search(c.text))):
+            if over and (over[0][0] in quotes or owes_structure(c, quotes)):
                 for text, span in over:
                     quotes.setdefault(text, (c.source, span))
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, (n, span) in quotes.items()]
+
+
+def owes_structure(c: Candidate, quoted: dict[str, tuple]) -> bool:
+    """A quoted sentence that hands over ("…has the following format:") never ends an answer without
+    the structure it hands over to, even past the sentence limit."""
+    return c.text in quoted and bool(HANDS_OVER.search(c.text))
 
 
 def is_caption(line: str) -> bool:

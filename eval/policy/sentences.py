@@ -43,6 +43,7 @@ VARIANTS = {
     "no 'finishes the unit before' (where …)": {"FINISHES_BEFORE": NEVER},
     "not scored with the unit it goes on in": {"with_what_follows": lambda pieces, context, terms: terms},
     "a table row scored without its caption and header row": {"with_table_head": lambda context, terms: terms},
+    "a sentence handing over may end the answer without its structure": {"owes_structure": lambda c, quoted: False},
 }
 
 
