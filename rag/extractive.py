@@ -140,8 +140,10 @@ class ExtractiveAnswerer:
         q = self.embedder.encode_queries([question])[0] if query_vector is None else query_vector
         missing = [i for i, v in enumerate(vectors) if v is None]
         if missing:
-            for i, v in zip(missing, self.embedder.encode_documents([pieces[i][1] for i in missing])):
-                vectors[i] = v
+            unique = list(dict.fromkeys(pieces[i][1] for i in missing))  # a sentence two passages hold, embedded once
+            embedded = dict(zip(unique, self.embedder.encode_documents(unique)))
+            for i in missing:
+                vectors[i] = embedded[pieces[i][1]]
         question_terms, *sentence_terms = bm25_tokenize([question] + [s for _, s in pieces])  # one pass, not one per sentence
         sentence_terms = with_what_follows(pieces, context, sentence_terms)
         sentence_terms = with_table_head(context, sentence_terms)

@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     top_k: int = 5
     candidates: int = Field(30, description="hits taken from each retriever before fusion")
     rrf_k: int = 60
-    rerank: bool = Field(True, description="order the passages found by the best answer sentence each holds (hybrid search)")
+    rerank: bool = Field(False, description="order the passages found by the best answer sentence each holds (hybrid search; "
+                         "off: it won on the tune halves but not on the report halves)")
     rerank_rank_penalty: float = Field(
         0.02, ge=0, description="what each place lower in the retriever's order costs a passage when reranking by its best sentence")
     mmr: bool = False
