@@ -307,8 +307,9 @@ def scenario_distributed(env: dict) -> dict:
 
 
 def engine_fusion(index: Path, golden: Path) -> dict:
-    """The product's RRF over Qdrant's two searches against Qdrant's own (`prefetch` + `RrfQuery(Rrf(k=60))`),
-    on the golden set's answerable questions: the figures of `rag eval retrieval`, and how often the top 5 agree."""
+    """The product's fusion over Qdrant's two searches against Qdrant's own (`prefetch` + `Fusion.DBSF`, or
+    `RrfQuery(Rrf(k=60))` with RAG_FUSION=ranks), on the golden set's answerable questions: the figures of
+    `rag eval retrieval`, and how often the top 5 agree."""
     from qdrant_client import models
 
     from rag.evaluation import ranking_scores, standalone_questions
@@ -322,7 +323,11 @@ def engine_fusion(index: Path, golden: Path) -> dict:
     store, items = pipeline.store, load_golden(golden)
     queries = standalone_questions(items, pipeline.settings.history_turns)
     depth = pipeline.settings.candidates
-    rows: dict[str, list[dict]] = {"product RRF": [], "engine RrfQuery": []}
+    settings = pipeline.settings
+    engine_query = (models.RrfQuery(rrf=models.Rrf(k=settings.rrf_k)) if settings.fusion == "ranks"
+                    else models.FusionQuery(fusion=models.Fusion.DBSF))
+    product_name, engine_name = f"product fusion ({settings.fusion})", f"engine {type(engine_query).__name__}"
+    rows: dict[str, list[dict]] = {product_name: [], engine_name: []}
     for item in [i for i in items if i.answerable and i.reference_doc_ids]:
         query = queries[item.id]
         product = [h.chunk for h in pipeline.search(query, top_k=5)]
@@ -330,10 +335,9 @@ def engine_fusion(index: Path, golden: Path) -> dict:
         tokens = bm25_tokenize([query])[0]
         if tokens:
             searches.append(models.Prefetch(query=query_sparse(tokens), using=SPARSE, limit=depth, filter=store.live()))
-        fused = store.client.query_points(store.collection, prefetch=searches, query=models.RrfQuery(rrf=models.Rrf(k=pipeline.settings.rrf_k)),
-                                          limit=5, with_payload=True).points
+        fused = store.client.query_points(store.collection, prefetch=searches, query=engine_query, limit=5, with_payload=True).points
         engine = [store.passage(str(p.id)) for p in fused]
-        for name, hits in (("product RRF", product), ("engine RrfQuery", engine)):
+        for name, hits in ((product_name, product), (engine_name, engine)):
             rows[name].append(ranking_scores(item, hits) | {"same top 5 as the product's": float(hits == product)})
     pipeline.close()
     return {name: {k: round(statistics.fmean(r[k] for r in rs), 3) for k in rs[0]} for name, rs in rows.items()}

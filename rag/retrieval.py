@@ -1,4 +1,4 @@
-"""Retrieval: a question -> ranked `Hit`s, fusing dense and BM25 results by reciprocal rank.
+"""Retrieval: a question -> ranked `Hit`s, fusing dense and BM25 results by their scores (or ranks).
 
 The searches are the store's (FAISS + BM25 files, or Qdrant); the fusion is the product's on either,
 so a hit keeps its rank in each search. Optional MMR diversity, merging of neighbouring chunks, and
@@ -47,6 +47,25 @@ def reciprocal_rank_fusion(rankings: list[list[int]], k: int = 60) -> dict[int, 
     return scores
 
 
+# Distribution-based score fusion's bounds: a z-score is clipped to mean ± 3 standard deviations, and a
+# candidate missing from one retriever's list counts as the lower bound there.
+Z_LIMIT = 3.0
+
+
+def score_fusion(scored: list[list[tuple[int, float]]], weights: list[float]) -> dict[int, float]:
+    """Each list's scores as z-scores within the list (clipped to ±3), weighted and summed: unlike ranks,
+    a clear lead in one retriever counts, and the scales of cosine and BM25 do not. Equal weights order
+    as Qdrant's `Fusion.DBSF` does."""
+    z_lists = []
+    for hits in scored:
+        values = np.array([score for _, score in hits], dtype=np.float64)
+        spread = values.std() if len(values) > 1 else 0.0
+        z = (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+        z_lists.append(dict(zip((row for row, _ in hits), np.clip(z, -Z_LIMIT, Z_LIMIT).tolist())))
+    rows = set().union(*z_lists) if z_lists else set()
+    return {row: sum(w * z.get(row, -Z_LIMIT) for w, z in zip(weights, z_lists)) for row in rows}
+
+
 class HybridRetriever:
     def __init__(self, store: PassageStore, embedder: Embedder, settings: Settings):
         self.store = store
@@ -78,8 +97,8 @@ class HybridRetriever:
         dense_rank = {row: r for r, (row, _) in enumerate(dense, 1)}
         dense_score = {row: s for row, s in dense}
         bm25_rank = {row: r for r, (row, _) in enumerate(bm25, 1)}
-        fused = reciprocal_rank_fusion([[row for row, _ in dense], [row for row, _ in bm25]], self.settings.rrf_k)
-        # RRF ties are common (1st + 2nd = 2nd + 1st): the closer meaning decides.
+        fused = self._fuse(dense, bm25)
+        # ties (common with ranks: 1st + 2nd = 2nd + 1st): the closer meaning decides
         order = sorted(fused, key=lambda row: (-fused[row], dense_rank.get(row, depth + 1), bm25_rank.get(row, depth + 1), row))
         if self.settings.mmr and query_vector is not None:
             order = self._mmr(order, query_vector, top_k, dense_score)
@@ -88,6 +107,12 @@ class HybridRetriever:
             for row in order[:top_k]
         ]
         return self._merge_neighbors(hits) if self.settings.merge_neighbors else hits
+
+    def _fuse(self, dense: list[tuple[int, float]], bm25: list[tuple[int, float]]) -> dict[int, float]:
+        if self.settings.fusion == "ranks":
+            return reciprocal_rank_fusion([[row for row, _ in dense], [row for row, _ in bm25]], self.settings.rrf_k)
+        w = self.settings.dense_weight
+        return score_fusion([dense, bm25], [w, 1 - w])
 
     def _cosine(self, row: int, query_vector, dense_score: dict[int, float]) -> float | None:
         if row in dense_score:

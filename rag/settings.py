@@ -71,7 +71,11 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = 5
     candidates: int = Field(30, description="hits taken from each retriever before fusion")
-    rrf_k: int = 60
+    fusion: Literal["scores", "ranks"] = Field(
+        "scores", description="scores: each retriever's scores as z-scores within its candidates, weighted and summed "
+        "(distribution-based score fusion); ranks: reciprocal rank fusion")
+    dense_weight: float = Field(0.5, ge=0, le=1, description="the dense retriever's share in score fusion (BM25 has the rest)")
+    rrf_k: int = Field(60, description="reciprocal rank fusion constant (RAG_FUSION=ranks)")
     rerank: bool = Field(False, description="order the passages found by the best answer sentence each holds (hybrid search; "
                          "off: it won on the tune halves but not on the report halves)")
     rerank_rank_penalty: float = Field(

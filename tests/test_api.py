@@ -16,7 +16,7 @@ import pytest
 from ui_server import serve_app, ui_pipeline
 
 KEY = "api-key-for-tests"
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 MARKER = re.compile(r"\[(\d+)\]")
 
 pytestmark = pytest.mark.integration

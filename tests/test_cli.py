@@ -73,12 +73,12 @@ def test_index_with_nothing_changed_writes_nothing_and_says_so(workspace, tmp_pa
 
 def test_search_json_has_the_documented_shape(workspace):
     paths, _ = workspace
-    result = run_rag("search", "How much will Russia lend Belarus?", "--json", "--top-k", "3", **paths)
+    result = run_rag("search", "How much money did Russia promise to lend Belarus?", "--json", "--top-k", "3", **paths)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     data = json.loads(lines[0])
-    assert data["query"] == "How much will Russia lend Belarus?"
+    assert data["query"] == "How much money did Russia promise to lend Belarus?"
     results = data["results"]
     assert [r["rank"] for r in results] == [1, 2, 3]
     for r in results:
@@ -98,7 +98,7 @@ def test_search_queries_file_prints_one_object_per_line_in_order(workspace, tmp_
         '{"user_input": "Who is Dmitri Trenin?", "reference": "x"}\n'
         "Who arrived in Minsk as Russian prime minister?\n"
         "\n"
-        '{"question": "How much will Russia lend Belarus?"}\n',
+        '{"question": "How much money did Russia promise to lend Belarus?"}\n',
         encoding="utf-8",
     )
     result = run_rag("search", "--queries", str(queries), "--json", "--top-k", "2", **paths)
@@ -107,7 +107,7 @@ def test_search_queries_file_prints_one_object_per_line_in_order(workspace, tmp_
     assert [r["query"] for r in rows] == [
         "Who is Dmitri Trenin?",
         "Who arrived in Minsk as Russian prime minister?",
-        "How much will Russia lend Belarus?",
+        "How much money did Russia promise to lend Belarus?",
     ]
     assert all(len(r["results"]) == 2 for r in rows)
     assert "Carnegie Moscow Center" in " ".join(h["text"] for h in rows[0]["results"])

@@ -13,7 +13,7 @@ import pytest
 from llm_servers import Fail, scripted_llm  # noqa: F401
 
 RAG = Path(sys.executable).with_name("rag")
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 LOAN_SENTENCE = "Russia would extend Belarus a government loan of $1.5 billion"
 CANARY = "sk-canary-XYZ123"
 ANSWER_KEYS = {"question", "answer", "mode", "refused", "notice", "citations", "sentences", "supported_fraction", "sources", "trace"}

@@ -41,7 +41,7 @@ def test_other_names_and_paths_pass_through():
 def test_vectors_are_384_dimensional_and_normalised(embedder):
     assert embedder.dimension == 384
     docs = embedder.encode_documents([LOAN, UNRELATED, "Minsk"])
-    queries = embedder.encode_queries(["How much will Russia lend Belarus?"])
+    queries = embedder.encode_queries(["How much money did Russia promise to lend Belarus?"])
     assert docs.shape == (3, 384) and queries.shape == (1, 384)
     assert docs.dtype == np.float32 and queries.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-5)

@@ -10,7 +10,7 @@ from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head,
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 LOAN_SENTENCE = "Putin also offered economic support, saying Russia would extend Belarus a government loan of $1.5 billion"
 
 

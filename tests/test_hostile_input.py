@@ -34,7 +34,7 @@ from rag.prompt import SYSTEM
 from rag.records import Document
 from test_reliability import cli_seed_index, one_error_line, run_rag
 
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 LOAN_SENTENCE = "Russia would extend Belarus a government loan of $1.5 billion"
 
 
@@ -44,14 +44,14 @@ QUESTIONS = {
     "whitespace": " \t\n\r  \u3000",
     "100k characters": "Belarus " * 12_500,
     "NUL and control characters": "How much\x00 will\x01 Russia\x1b lend\x7f Belarus?\x00",
-    "terminal escape sequence": "\x1b[2J\x1b]0;pwned\x07How much will Russia lend Belarus?",
+    "terminal escape sequence": "\x1b[2J\x1b]0;pwned\x07How much money did Russia promise to lend Belarus?",
     "only control characters": "\x00\x01\x02\x1b\x7f",
-    "lone surrogates (undecodable argv bytes)": "How much will Russia lend Belarus? \udcff\ud800",
+    "lone surrogates (undecodable argv bytes)": "How much money did Russia promise to lend Belarus? \udcff\ud800",
     "Cyrillic": "Сколько денег Россия обещала одолжить Беларуси?",
     "Arabic": "كم من المال وعدت روسيا بإقراض بيلاروسيا؟",
     "emoji": "💰🇷🇺➡️🇧🇾❓ 🤔",
-    "HTML markup": "<script>alert('x')</script><b onmouseover=alert(1)>How much will Russia lend Belarus?</b>",
-    "right-to-left override": "\u202eHow much will Russia lend Belarus?",
+    "HTML markup": "<script>alert('x')</script><b onmouseover=alert(1)>How much money did Russia promise to lend Belarus?</b>",
+    "right-to-left override": "\u202eHow much money did Russia promise to lend Belarus?",
     "zero-width characters": "How\u200b much\u200d will\ufeff Russia lend Belarus?",
     "markers and brackets": "[1] [0] [99999999999999999999] [[[ ]]] {}",
     "one huge word": "a" * 2000,
@@ -130,12 +130,12 @@ def test_cli_ask_with_nul_characters(cli_workspace, tmp_path):
 
 @pytest.mark.integration
 def test_cli_ask_with_undecodable_bytes_in_the_question(cli_workspace, tmp_path):
-    result = run_rag(["ask", b"How much will Russia lend Belarus? \xff\xfe", "--mode", "extractive", "--json"],
+    result = run_rag(["ask", b"How much money did Russia promise to lend Belarus? \xff\xfe", "--mode", "extractive", "--json"],
                      cwd=tmp_path, timeout=120, **cli_workspace)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     data = json.loads(result.stdout)
-    assert LOAN_SENTENCE in data["answer"] and data["question"] == "How much will Russia lend Belarus?"
+    assert LOAN_SENTENCE in data["answer"] and data["question"] == "How much money did Russia promise to lend Belarus?"
 
 
 # ---- documents ---------------------------------------------------------------------------------------

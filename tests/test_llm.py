@@ -12,7 +12,7 @@ from rag.llm import LOCAL_API_KEY, Generation, LLMClient, endpoint_host
 from rag.settings import Settings
 
 CANARY = "sk-canary-XYZ123"
-MESSAGES = [{"role": "user", "content": "How much will Russia lend Belarus?"}]
+MESSAGES = [{"role": "user", "content": "How much money did Russia promise to lend Belarus?"}]
 
 
 def client(base_url: str, key: str | None = CANARY, timeout: float = 2.0, retries: int = 0, model: str | None = None) -> LLMClient:

@@ -22,7 +22,7 @@ from rag.pipeline import NOT_FOUND, AnswerEvent, NoticeEvent, Pipeline, TokenEve
 from rag.prompt import REFUSAL_TEXT, SYSTEM
 from rag.records import Citation
 
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 LOAN_SENTENCE = "Russia would extend Belarus a government loan of $1.5 billion"
 CANARY = "sk-canary-XYZ123"
 

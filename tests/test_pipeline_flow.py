@@ -108,7 +108,7 @@ def make(outcome="answered", reply=QUOTE + " [1]", **settings) -> tuple[Pipeline
     return Pipeline(Settings(_env_file=None, **settings), stages), ranker
 
 
-def run(pipe: Pipeline, question="How much will Russia lend Belarus?", **kwargs):
+def run(pipe: Pipeline, question="How much money did Russia promise to lend Belarus?", **kwargs):
     events = list(pipe.ask_stream(question, **kwargs))
     assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], AnswerEvent)
     return events, events[-1].answer

@@ -9,7 +9,7 @@ import pytest
 from rag.prompt import REFUSAL_TEXT, SYSTEM, build_prompt, format_source
 from rag.records import Chunk, Hit
 
-QUESTION = "How much will Russia lend Belarus?"
+QUESTION = "How much money did Russia promise to lend Belarus?"
 BIG_WINDOW = 100_000
 
 

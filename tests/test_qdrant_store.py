@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 RAG = Path(sys.executable).with_name("rag")
-QUERIES = ["How much will Russia lend Belarus?", "Ryanair flight forced to land in Minsk", "Mishustin visit"]
+QUERIES = ["How much money did Russia promise to lend Belarus?", "Ryanair flight forced to land in Minsk", "Mishustin visit"]
 
 
 def qdrant_settings(root: Path, **values):
@@ -239,7 +239,7 @@ def test_cli_switching_to_qdrant_rebuilds_and_search_needs_only_the_index(tmp_pa
     assert moved.returncode == 0 and "embedded 28 chunks" in moved.stdout, moved.stderr
     again = run_rag("index", "--index", index, "--seeds", seeds)  # RAG_STORE unset: the index's store, the recorded Qdrant
     assert again.returncode == 0 and "index is up to date" in again.stdout, again.stderr
-    found = run_rag("search", "--index", index, "--json", "How much will Russia lend Belarus?")
+    found = run_rag("search", "--index", index, "--json", "How much money did Russia promise to lend Belarus?")
     assert found.returncode == 0, found.stderr
     top = json.loads(found.stdout)["results"][0]
     assert "1.5 billion" in top["text"] and top["title"] and top["end"] > top["start"]  # the payload's record

@@ -1,13 +1,13 @@
-"""rag/retrieval.py on the seed index: hybrid ranking, filters, MMR, neighbour merging, and RRF by hand."""
+"""rag/retrieval.py on the seed index: hybrid ranking, filters, MMR, neighbour merging, and both fusions by hand."""
 
 from __future__ import annotations
 
 import pytest
 
 from rag.records import Chunk
-from rag.retrieval import Filters, HybridRetriever, reciprocal_rank_fusion
+from rag.retrieval import Z_LIMIT, Filters, HybridRetriever, reciprocal_rank_fusion, score_fusion
 
-LOAN_QUESTION = "How much will Russia lend Belarus?"
+LOAN_QUESTION = "How much money did Russia promise to lend Belarus?"
 DOC_002 = "002_9aadfc9c626cea25"
 DOC_004 = "004_deee31e75b74293e"
 UNDATED = {"001_2181b654d248a0eb", "003_4244630f166f0cd0"}
@@ -20,6 +20,31 @@ def test_reciprocal_rank_fusion_by_hand():
     assert max(fused, key=fused.get) == 10
     assert reciprocal_rank_fusion([[1, 2]], k=0) == pytest.approx({1: 1.0, 2: 0.5})
     assert reciprocal_rank_fusion([[], []]) == {}
+
+
+# ---- score fusion (no model) -----------------------------------------------------------------
+def test_score_fusion_by_hand():
+    dense = [(10, 0.9), (20, 0.5), (30, 0.1)]  # mean 0.5, std 0.3266: z = 1.2247, 0, -1.2247
+    bm25 = [(30, 8.0), (10, 4.0)]  # mean 6, std 2: z = 1, -1
+    fused = score_fusion([dense, bm25], [0.5, 0.5])
+    assert fused == pytest.approx({10: 0.5 * 1.2247 - 0.5, 20: -0.5 * Z_LIMIT, 30: -0.5 * 1.2247 + 0.5}, abs=1e-4)
+    assert max(fused, key=fused.get) == 10
+    assert score_fusion([dense, bm25], [1.0, 0.0]) == pytest.approx({10: 1.2247, 20: 0.0, 30: -1.2247}, abs=1e-4)
+    assert score_fusion([[(1, 0.4)], []], [0.5, 0.5]) == {1: -0.5 * Z_LIMIT}  # one score has no spread: z 0
+    assert score_fusion([[], []], [0.5, 0.5]) == {}
+    runaway = score_fusion([[(0, 10.0)] + [(i, 0.0) for i in range(1, 30)]], [1.0])  # z 5.4, clipped
+    assert runaway[0] == Z_LIMIT
+
+
+def test_score_fusion_ignores_each_retrievers_scale_and_counts_a_clear_lead():
+    dense = [(1, 0.90), (2, 0.30), (3, 0.29), (4, 0.28)]  # 1 far ahead on meaning
+    bm25 = [(2, 5.0), (1, 4.9), (3, 1.0), (4, 1.0)]  # 2 barely ahead on words
+    ranks = reciprocal_rank_fusion([[r for r, _ in dense], [r for r, _ in bm25]])
+    assert ranks[1] == pytest.approx(ranks[2])  # ranks alone cannot tell them apart
+    fused = score_fusion([dense, bm25], [0.5, 0.5])
+    assert max(fused, key=fused.get) == 1
+    rescaled = score_fusion([dense, [(r, 100 * s + 7) for r, s in bm25]], [0.5, 0.5])  # BM25 of another engine
+    assert rescaled == pytest.approx(fused)
 
 
 def chunk(doc_id: str, date: str | None) -> Chunk:
@@ -50,13 +75,18 @@ def test_loan_question_ranks_the_loan_chunk_first(pipeline):
 
 @pytest.mark.integration
 def test_hits_carry_both_ranks_and_a_consistent_fused_score(pipeline):
-    k = pipeline.settings.rrf_k
-    for hit in pipeline.search(LOAN_QUESTION, top_k=5):
+    hits = pipeline.retriever.search(LOAN_QUESTION, top_k=5)
+    for hit in hits:
         assert hit.dense_rank is not None and hit.bm25_rank is not None
-        assert hit.score == pytest.approx(1 / (k + hit.dense_rank) + 1 / (k + hit.bm25_rank))
         assert -1.0 <= hit.dense_score <= 1.0
-    best = pipeline.search(LOAN_QUESTION, top_k=1)[0]
-    assert best.dense_rank <= 3 and best.bm25_rank <= 6
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].dense_rank <= 3 and hits[0].bm25_rank <= 6
+    settings = pipeline.settings.with_overrides(fusion="ranks")
+    k = settings.rrf_k
+    by_rank = HybridRetriever(pipeline.store, pipeline.retriever.embedder, settings).search(LOAN_QUESTION, top_k=5)
+    for hit in by_rank:
+        assert hit.score == pytest.approx(1 / (k + hit.dense_rank) + 1 / (k + hit.bm25_rank))
+    assert "$1.5 billion" in by_rank[0].chunk.text
 
 
 @pytest.mark.integration

@@ -21,7 +21,7 @@ def test_needs_rewrite_only_with_history_and_a_question_that_leans_on_it():
     assert needs_rewrite("What did he say?", HISTORY)
     assert needs_rewrite("And Lavrov?", HISTORY)  # very short
     assert not needs_rewrite("What did he say?", [])
-    assert not needs_rewrite("How much will Russia lend Belarus?", HISTORY)
+    assert not needs_rewrite("How much money did Russia promise to lend Belarus?", HISTORY)
     assert not needs_rewrite("What did he say?", [{"role": "assistant", "content": "Hello."}])  # no earlier question
 
 
@@ -44,8 +44,8 @@ def test_bounded_keeps_the_last_turns_and_only_chat_messages():
 
 
 def test_no_rewrite_without_need_and_no_call_to_the_llm(scripted_llm):
-    assert rewrite_question("How much will Russia lend Belarus?", HISTORY, client(scripted_llm.base_url)) == (
-        "How much will Russia lend Belarus?", "none")
+    assert rewrite_question("How much money did Russia promise to lend Belarus?", HISTORY, client(scripted_llm.base_url)) == (
+        "How much money did Russia promise to lend Belarus?", "none")
     assert rewrite_question("What did he say?", [], client(scripted_llm.base_url)) == ("What did he say?", "none")
     assert scripted_llm.requests == []
 

@@ -128,7 +128,7 @@ def test_seed_index_round_trip_same_results_and_chunk_ids(seed_index, pipeline, 
     np.testing.assert_allclose(np.asarray(again.vectors[:3]), fresh, atol=1e-4)
 
     retriever = HybridRetriever(again, embedder, seed_index)
-    for query in ("How much will Russia lend Belarus?", "Who arrived in Minsk?", "Ryanair flight"):
+    for query in ("How much money did Russia promise to lend Belarus?", "Who arrived in Minsk?", "Ryanair flight"):
         before = [(h.chunk.chunk_id, round(h.score, 9)) for h in pipeline.retriever.search(query, top_k=5)]
         after = [(h.chunk.chunk_id, round(h.score, 9)) for h in retriever.search(query, top_k=5)]
         assert before == after
