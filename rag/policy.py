@@ -60,6 +60,7 @@ WORD = re.compile(r"[a-z][a-z'-]+")
 SYNONYM_SIMILARITY = 0.8  # single-word cosine at which two words mean the same (lend ~ loan 0.81, gas ~ fuel 0.76)
 NAME_SIMILARITY = 0.78  # a name and a word of the text that name the same thing (Europe ~ EU 0.80, Europe ~ Russia 0.66)
 MIN_PREFIX = 4  # Russia ~ Russian, Europe ~ European: one form a prefix of the other, this long at least
+ABBREVIATION_SIMILARITY = 0.5  # MB ~ megabytes 0.65, KB ~ kilobytes 0.52; MB ~ member 0.27, MB ~ mob 0.31
 
 # Words that say how a question is asked, not what it is about.
 QUESTION_FORM = (
@@ -185,12 +186,24 @@ class NameMatcher:
 
     def _word_found(self, word: str) -> bool:
         folded = fold(word)
-        if folded in self.words or (word.isupper() and word in self.initials):  # EU ~ European Union
+        if folded in self.words or (word.isupper() and (word in self.initials or self._abbreviates(word))):
             return True
         if len(folded) < MIN_PREFIX:
             return False
         return any(w.startswith(folded) or (len(w) >= MIN_PREFIX and folded.startswith(w) and len(w) >= len(folded) - 3)
                    for w in self.words)
+
+    def _abbreviates(self, abbreviation: str) -> bool:
+        """MB ~ megabytes: a longer word of the text that starts with the abbreviation's first letter and
+        holds the rest in order, which the embedding model places near it (EU ~ European Union is `initials`)."""
+        if self.word_vectors is None:
+            return False
+        letters = re.compile(".*".join(map(re.escape, abbreviation.lower())))
+        words = sorted(w for w in self.words if len(w) > len(abbreviation) and letters.match(w))
+        if not words:
+            return False
+        similarity = self.word_vectors([abbreviation]) @ self.word_vectors(words).T
+        return bool((similarity >= ABBREVIATION_SIMILARITY).any())
 
     def _near_synonym(self, fact: str) -> bool:
         if self.word_vectors is None or not self.capitalised:

@@ -110,6 +110,14 @@ def test_a_near_synonym_name_is_found_through_the_embedding_model(embedder):
     assert NameMatcher("Russia prepared sanctions.", embedder.encode_documents).missing("What did Europe prepare?") == ["Europe"]
 
 
+def test_an_abbreviation_is_found_as_the_word_it_shortens(embedder):
+    evidence = "Data objects of a few hundred megabytes can cause R to run out of memory."
+    assert NameMatcher(evidence, embedder.encode_documents).missing("Why can a few hundred MB exhaust RAM?") == ["RAM"]
+    assert NameMatcher(evidence, None).missing("Why can a few hundred MB exhaust memory?") == ["MB"]  # needs the model
+    members = "Each member of the mob may have a mailbox."  # m…b words the model does not place near MB
+    assert NameMatcher(members, embedder.encode_documents).missing("How many MB does it take?") == ["MB"]
+
+
 @pytest.mark.integration
 def test_an_amount_stated_with_a_synonym_is_about_the_focus(embedder):
     assert about_the_focus(["lend"], "Russia extends Belarus a loan of $1.5 billion.", embedder.encode_documents)
