@@ -196,7 +196,7 @@ class NameMatcher:
     def _abbreviates(self, abbreviation: str) -> bool:
         """MB ~ megabytes: a longer word of the text that starts with the abbreviation's first letter and
         holds the rest in order, which the embedding model places near it (EU ~ European Union is `initials`)."""
-        if self.word_vectors is None:
+        if self.word_vectors is None or len(abbreviation) < 2:
             return False
         letters = re.compile(".*".join(map(re.escape, abbreviation.lower())))
         words = sorted(w for w in self.words if len(w) > len(abbreviation) and letters.match(w))

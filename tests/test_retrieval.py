@@ -81,6 +81,11 @@ def test_hits_carry_both_ranks_and_a_consistent_fused_score(pipeline):
         assert -1.0 <= hit.dense_score <= 1.0
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert hits[0].dense_rank <= 3 and hits[0].bm25_rank <= 6
+    depth = pipeline.settings.candidates  # by default each retriever's 30 best go into the fusion
+    query_vector = pipeline.retriever.embedder.encode_queries([LOAN_QUESTION])[0]
+    searched = [pipeline.store.dense_search(query_vector, depth, None), pipeline.store.bm25_search(LOAN_QUESTION, depth, None)]
+    by_score = score_fusion(searched, [0.5, 0.5])
+    assert [h.score for h in hits] == pytest.approx(sorted(by_score.values(), reverse=True)[:5])
     settings = pipeline.settings.with_overrides(fusion="ranks")
     k = settings.rrf_k
     by_rank = HybridRetriever(pipeline.store, pipeline.retriever.embedder, settings).search(LOAN_QUESTION, top_k=5)
