@@ -52,17 +52,19 @@ def reciprocal_rank_fusion(rankings: list[list[int]], k: int = 60) -> dict[int, 
 Z_LIMIT = 3.0
 
 
-def score_fusion(scored: list[list[tuple[int, float]]], weights: list[float]) -> dict[int, float]:
+def score_fusion(scored: list[list[tuple[int, float]]], weights: list[float], window: int | None = None) -> dict[int, float]:
     """Each list's scores as z-scores within the list (clipped to ±3), weighted and summed: unlike ranks,
     a clear lead in one retriever counts, and the scales of cosine and BM25 do not. Equal weights order
-    as Qdrant's `Fusion.DBSF` does."""
+    as Qdrant's `Fusion.DBSF` does. `window`: only each list's first `window` hits are scored (the rest
+    count as missing there), so asking for more hits does not reorder the first ones."""
     z_lists = []
     for hits in scored:
-        values = np.array([score for _, score in hits], dtype=np.float64)
+        head = hits[:window]
+        values = np.array([score for _, score in head], dtype=np.float64)
         spread = values.std() if len(values) > 1 else 0.0
         z = (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
-        z_lists.append(dict(zip((row for row, _ in hits), np.clip(z, -Z_LIMIT, Z_LIMIT).tolist())))
-    rows = set().union(*z_lists) if z_lists else set()
+        z_lists.append(dict(zip((row for row, _ in head), np.clip(z, -Z_LIMIT, Z_LIMIT).tolist())))
+    rows = {row for hits in scored for row, _ in hits}
     return {row: sum(w * z.get(row, -Z_LIMIT) for w, z in zip(weights, z_lists)) for row in rows}
 
 
@@ -112,7 +114,7 @@ class HybridRetriever:
         if self.settings.fusion == "ranks":
             return reciprocal_rank_fusion([[row for row, _ in dense], [row for row, _ in bm25]], self.settings.rrf_k)
         w = self.settings.dense_weight
-        return score_fusion([dense, bm25], [w, 1 - w])
+        return score_fusion([dense, bm25], [w, 1 - w], window=self.settings.candidates)
 
     def _cosine(self, row: int, query_vector, dense_score: dict[int, float]) -> float | None:
         if row in dense_score:

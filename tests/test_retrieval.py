@@ -32,6 +32,8 @@ def test_score_fusion_by_hand():
     assert score_fusion([dense, bm25], [1.0, 0.0]) == pytest.approx({10: 1.2247, 20: 0.0, 30: -1.2247}, abs=1e-4)
     assert score_fusion([[(1, 0.4)], []], [0.5, 0.5]) == {1: -0.5 * Z_LIMIT}  # one score has no spread: z 0
     assert score_fusion([[], []], [0.5, 0.5]) == {}
+    longer = score_fusion([dense + [(40, -5.0)], bm25], [0.5, 0.5], window=3)  # statistics of the first 3 only
+    assert {row: longer[row] for row in fused} == pytest.approx(fused) and longer[40] == pytest.approx(-Z_LIMIT)
     runaway = score_fusion([[(0, 10.0)] + [(i, 0.0) for i in range(1, 30)]], [1.0])  # z 5.4, clipped
     assert runaway[0] == Z_LIMIT
 
@@ -86,6 +88,9 @@ def test_hits_carry_both_ranks_and_a_consistent_fused_score(pipeline):
     searched = [pipeline.store.dense_search(query_vector, depth, None), pipeline.store.bm25_search(LOAN_QUESTION, depth, None)]
     by_score = score_fusion(searched, [0.5, 0.5])
     assert [h.score for h in hits] == pytest.approx(sorted(by_score.values(), reverse=True)[:5])
+    narrow = HybridRetriever(pipeline.store, pipeline.retriever.embedder, pipeline.settings.with_overrides(candidates=10))
+    first = [h.chunk.chunk_id for h in narrow.search(LOAN_QUESTION, top_k=3)]  # 10 candidates a retriever
+    assert [h.chunk.chunk_id for h in narrow.search(LOAN_QUESTION, top_k=9)][:3] == first  # 27: the first 3 stay
     settings = pipeline.settings.with_overrides(fusion="ranks")
     k = settings.rrf_k
     by_rank = HybridRetriever(pipeline.store, pipeline.retriever.embedder, settings).search(LOAN_QUESTION, top_k=5)
