@@ -49,7 +49,8 @@ ANSWER_TYPES: list[tuple[str, re.Pattern[str]]] = [
     ("percent", re.compile(r"\b(percent|percentage|interest rate|turnout|share of the vote)\b", re.I)),
     ("number", re.compile(
         r"^\s*(how (many|much|old|long|big|large|far)|what (number|amount|sum|price|size)"
-        r"|(what|which) (is|are|was|were) the (\w+ ){0,3}?(number|amount|count|size|limit|length|price|total))\b", re.I)),
+        r"|(what|which) (is|are|was|were) the (\w+ ){0,3}?(number|amount|count|size|limit|length|price|total|version)"
+        r"|(what|which) ((?!(?:is|are|was|were|did|does|do|year|date|day)\b)\w+ ){0,2}?(version|release)s?)\b", re.I)),  # a version number
     ("code", re.compile(
         r"^\s*(how (do|can|should|would|could) (i|we|you|one)|how to|(what|which) (\w+ ){0,2}?"
         r"(command|function|option|variable|method|parameter|argument|directive|setting)s?)\b", re.I)),
@@ -99,9 +100,15 @@ CODE_NAME = re.compile(r"\b[A-Za-z_]\w+(?:\.\w{2,})+|\b\w*[A-Za-z0-9]_\w+|\b\w+(
 HAS_CODE = re.compile(rf"{CODE_NAME.pattern}|\b\w[\w.-]*\(\d\w?\)|(?<![\w-])--?[A-Za-z][\w-]*|(?<![\w.])[~.]{{0,2}}/\w[\w.-]*|\w=\S")
 
 
+NAME_PARTS = re.compile(r"[-/–.]")  # Putin-Lukashenko, TCP/IP, requests.adapters.HTTPAdapter
+
+
 def asked_names(question: str) -> set[str]:
-    """The numbers, dates and names the question asks about, and the names in code it uses."""
-    return facts_in(question) | set(CODE_NAME.findall(question))
+    """The numbers, dates and names the question asks about, and the names in code it uses; a name
+    that is only a part of another (HTTPAdapter in requests.adapters.HTTPAdapter) is that one."""
+    names = facts_in(question) | set(CODE_NAME.findall(question))
+    parts = {part for name in names for part in NAME_PARTS.split(name) if part != name}
+    return {name for name in names if name[0].isdigit() or name not in parts}
 
 
 def content_terms(question: str) -> set[str]:
@@ -181,7 +188,7 @@ class NameMatcher:
             return re.search(rf"(?<![\d.]){re.escape(fact)}(?![\d]|\.\d)", self.evidence) is not None
         # Putin-Lukashenko: both named; Session.get_adapter: the method's page may name its class
         # only in a heading, so each part is looked for on its own
-        parts = [p for p in re.split(r"[-/–.]", fact) if p]
+        parts = [p for p in NAME_PARTS.split(fact) if p]
         return all(self._word_found(p) for p in parts) or self._near_synonym(fact)
 
     def _word_found(self, word: str) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from rag.factory import build_pipeline
 from rag.pipeline import NOT_FOUND, UNSURE
 from rag.policy import (
-    AnswerPolicy, Evidence, NameMatcher, PolicyModel, about_the_focus, content_terms, expected_answer_type,
+    AnswerPolicy, Evidence, NameMatcher, PolicyModel, about_the_focus, asked_names, content_terms, expected_answer_type,
     focus_words, has_answer_type, is_model_refusal, metadata_text,
 )
 from rag.prompt import REFUSAL_TEXT
@@ -41,6 +41,13 @@ def hit(text: str, dense_score: float = 0.8, title: str | None = None, date: str
     ("How do I cancel a job scheduled with at?", "code"),
     ("Which R function lists the objects in my workspace?", "code"),
     ("Which environment variable sets the proxy?", "code"),
+    ("In which version was the keyword setting introduced?", "number"),  # a version number
+    ("Which Python 3 versions does the library support?", "number"),
+    ("What was the last version of R that ran on Windows 95?", "number"),
+    ("Which Requests release dropped Python 2?", "number"),
+    ("In which year was version 1.0 released?", "date"),
+    ("What were the terms of the release of the prisoners?", None),  # a release, not a version
+    ("Which function returns the version?", "code"),  # a version is not what is asked for
     ("How did Lukashenko react?", None),
     ("Which package provides the DHCP server?", None),
 ])
@@ -98,7 +105,7 @@ def test_a_name_in_code_the_text_never_uses_is_missing():
                 "get_adapter(url): Returns the appropriate connection adapter for the given URL.")
     matcher = NameMatcher(evidence)
     assert matcher.missing("What is the default pool_timeout of requests.adapters.HTTPAdapter?") == ["pool_timeout"]
-    assert matcher.missing("What does Session.get_adapter() return for a URL?") == ["Session", "Session.get_adapter"]
+    assert matcher.missing("What does Session.get_adapter() return for a URL?") == ["Session.get_adapter"]
     assert NameMatcher(evidence + "\nclass requests.Session").missing("What does Session.get_adapter() return?") == []
     assert matcher.missing("What is the default max_retries, e.g. for a U.S. mirror?") == []  # "e.g", "U.S" are not code
 
@@ -143,6 +150,15 @@ def test_the_features_read_the_evidence():
     assert evidence.term_coverage == 1.0 and evidence.name_coverage == 1.0 and evidence.answer_type == 1.0
     weak, missing = policy().evidence("How much will Germany lend Belarus?", hits, ["Moscow and Minsk talked."])
     assert missing == ["Germany"] and weak.name_coverage == 0.5 and weak.answer_type == 0.0 and weak.term_coverage < 1.0
+
+
+def test_a_name_and_its_last_part_are_one_name():
+    hits = [hit("class requests.adapters.HTTPAdapter(pool_connections=10, max_retries=0)")]
+    question = "What is the default pool_timeout of requests.adapters.HTTPAdapter?"
+    assert asked_names(question) == {"pool_timeout", "requests.adapters.HTTPAdapter"}  # HTTPAdapter is not counted twice
+    evidence, missing = policy().evidence(question, hits, ["class requests.adapters.HTTPAdapter(max_retries=0)"])
+    assert missing == ["pool_timeout"] and evidence.name_coverage == 0.5
+    assert asked_names("Did Putin meet Lukashenko? The Putin-Lukashenko talks were in 2021 and 2021.5") == {"Putin-Lukashenko", "2021", "2021.5"}
 
 
 def test_rare_words_count_more_and_words_in_no_passage_are_counted():
