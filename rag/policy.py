@@ -49,8 +49,7 @@ ANSWER_TYPES: list[tuple[str, re.Pattern[str]]] = [
     ("percent", re.compile(r"\b(percent|percentage|interest rate|turnout|share of the vote)\b", re.I)),
     ("number", re.compile(
         r"^\s*(how (many|much|old|long|big|large|far)|what (number|amount|sum|price|size)"
-        r"|(what|which) (is|are|was|were) the (\w+ ){0,3}?(number|amount|count|size|limit|length|price|total|version)"
-        r"|(what|which) ((?!(?:is|are|was|were|did|does|do|year|date|day)\b)\w+ ){0,2}?(version|release)s?)\b", re.I)),  # a version number
+        r"|(what|which) (is|are|was|were) the (\w+ ){0,3}?(number|amount|count|size|limit|length|price|total))\b", re.I)),
     ("code", re.compile(
         r"^\s*(how (do|can|should|would|could) (i|we|you|one)|how to|(what|which) (\w+ ){0,2}?"
         r"(command|function|option|variable|method|parameter|argument|directive|setting)s?)\b", re.I)),
