@@ -145,7 +145,7 @@ def test_the_features_read_the_evidence():
     assert missing == ["Germany"] and weak.name_coverage == 0.5 and weak.answer_type == 0.0 and weak.term_coverage < 1.0
 
 
-def test_a_name_and_its_last_part_are_one_name():
+def test_a_name_that_is_part_of_another_is_counted_once():
     hits = [hit("class requests.adapters.HTTPAdapter(pool_connections=10, max_retries=0)")]
     question = "What is the default pool_timeout of requests.adapters.HTTPAdapter?"
     assert asked_names(question) == {"pool_timeout", "requests.adapters.HTTPAdapter"}  # HTTPAdapter is not counted twice
