@@ -37,8 +37,8 @@ MODEL_FILE = "policy_model.json"
 NUMBER_WORDS = r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|dozen|dozens|hundreds?|thousands?|millions?|billions?"
 HAS_NUMBER = re.compile(rf"\d|\b({NUMBER_WORDS})\b", re.I)
 HAS_PERCENT = re.compile(r"%|\bpercent\b|\bper cent\b", re.I)
-HAS_DATE = re.compile(
-    r"\b(\d{4}|January|February|March|April|May|June|July|August|September|October|November|December|"
+HAS_DATE = re.compile(  # a four-digit number is a year only from 1500 to 2099, not an issue number (#2328)
+    r"\b(1[5-9]\d\d|20\d\d|January|February|March|April|May|June|July|August|September|October|November|December|"
     r"Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|yesterday|today|last (week|month|year)|next (week|month)|this week)\b"
     r"|\b(Jan|Feb|Aug|Sept?|Oct|Nov|Dec)\.\s*\d"
 )

@@ -56,6 +56,8 @@ def test_expected_answer_type(question, kind):
     ("Lukashenko claimed 80 of the seats.", "percent", False),
     ("The election was held on Aug. 9.", "date", True),
     ("Mishustin arrived in Minsk.", "date", False),
+    ("Released in 2021.", "date", True),
+    ("Restrict requests to HTTP/1.1 and HTTP/1.0 (#2328).", "date", False),  # an issue number, not a year
     ("Lukashenko, 66, has had a volatile relationship with Moscow.", "age", True),
     ("Lukashenko has ruled for 26 years.", "age", False),
     ("Users can call install.packages() and update.packages().", "code", True),
