@@ -11,6 +11,9 @@ Each collection is a folder of real documents nobody here wrote, of a kind the s
   field lists, user guides with code, a FAQ and a changelog).
 - sphinx-docs: Sphinx's own documentation (reStructuredText tables, directive and option references,
   a man page, a FAQ, a glossary, tutorials).
+- psycopg-docs: psycopg2's Sphinx-made documentation, added last and measured as it came (a module
+  reference of classes, methods and exceptions with "new in version" notes, a usage guide full of
+  code, a FAQ, and a table of SQLSTATE error classes).
 - debian-policy: the Debian Policy Manual and its companion documents as plain text (hard-wrapped
   lines, headings underlined with = - ~ *, nested lists, indented definitions and literal blocks).
 
@@ -30,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 PACKAGES = ["debian-reference-en", "debian-handbook", "r-doc-pdf", "chromium", "python-requests-doc", "sphinx-doc",
-            "debian-policy"]
+            "debian-policy", "python-psycopg2-doc"]
 
 REFERENCE_CHAPTERS = ["pr01", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08"]
 HANDBOOK_SECTIONS = [
@@ -50,6 +53,7 @@ REQUESTS_PAGES = ["api", "user/quickstart", "user/advanced", "user/authenticatio
 SPHINX_PAGES = ["usage/restructuredtext/basics", "usage/extensions/autodoc", "man/sphinx-build", "faq", "glossary",
                 "usage/quickstart", "usage/extensions/napoleon", "usage/extensions/intersphinx", "usage/theming",
                 "tutorial/describing-code"]
+PSYCOPG_PAGES = ["install", "usage", "module", "connection", "cursor", "advanced", "faq", "errors", "sql", "pool"]
 POLICY_TEXTS = ["policy", "upgrading-checklist", "copyright-format-1.0", "debconf_specification", "perl-policy",
                 "menu-policy", "autopkgtest"]
 CHROMIUM_FLAGS = [
@@ -127,6 +131,9 @@ def build(out: Path) -> None:
     ])
     copy_into(out / "sphinx-docs" / "docs", [
         (find_path("sphinx-doc", f"/html/{page}.html"), f"sphinx-{page.replace('/', '-')}.html") for page in SPHINX_PAGES
+    ])
+    copy_into(out / "psycopg-docs" / "docs", [
+        (find_path("python-psycopg2-doc", f"/html/{page}.html"), f"psycopg-{page}.html") for page in PSYCOPG_PAGES
     ])
     gunzip_into(out / "debian-policy" / "docs", [
         (find_path("debian-policy", f"/{name}.txt.gz"), f"{name}.txt") for name in POLICY_TEXTS

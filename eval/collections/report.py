@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-COLLECTIONS = ["debian-reference", "debian-handbook", "r-manuals", "printed-pdf", "requests-docs", "sphinx-docs", "debian-policy"]
+COLLECTIONS = ["debian-reference", "debian-handbook", "r-manuals", "printed-pdf", "requests-docs", "sphinx-docs", "debian-policy", "psycopg-docs"]
 HALVES = ["tune", "report"]
 
 
