@@ -11,11 +11,11 @@ Each collection is a folder of real documents nobody here wrote, of a kind the s
   field lists, user guides with code, a FAQ and a changelog).
 - sphinx-docs: Sphinx's own documentation (reStructuredText tables, directive and option references,
   a man page, a FAQ, a glossary, tutorials).
+- debian-policy: the Debian Policy Manual and its companion documents as plain text (hard-wrapped
+  lines, headings underlined with = - ~ *, nested lists, indented definitions and literal blocks).
 - psycopg-docs: psycopg2's Sphinx-made documentation, added last and measured as it came (a module
   reference of classes, methods and exceptions with "new in version" notes, a usage guide full of
   code, a FAQ, and a table of SQLSTATE error classes).
-- debian-policy: the Debian Policy Manual and its companion documents as plain text (hard-wrapped
-  lines, headings underlined with = - ~ *, nested lists, indented definitions and literal blocks).
 
 The packages are installed with apt-get when missing; `dpkg -L` says where their files are.
 Python's own documentation is kept out: it is an independent held-out check.
