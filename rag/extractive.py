@@ -27,6 +27,7 @@ REFERS_BACK = re.compile(
     r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
     re.I,
 )
+ENDS_HANDING_OVER = re.compile(r":\s*$")
 FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)\b")  # lower case only
 MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
@@ -207,7 +208,23 @@ class ExtractiveAnswerer:
             if over and (over[0][0] in quotes or owes_structure(c, quotes)):
                 for text, span in over:
                     quotes.setdefault(text, (c.source, span))
+        quotes = with_owed_structures(quotes, candidates)
         return [Sentence(text, [n], True, "quoted from the source", [PassageSpan(n, *span)]) for text, (n, span) in quotes.items()]
+
+
+def with_owed_structures(quotes: dict[str, tuple], candidates: list[Candidate]) -> dict[str, tuple]:
+    """Every quoted unit that ends handing over brings its structure right after it, also one quoted as
+    the unit another sentence goes on in ("Changed in version 2.6: …" → "Note that the support is
+    enabled only if all the following conditions are verified:" → the conditions). Only a closing
+    colon counts here: "…between one version and the following version." hands nothing over."""
+    handing_over = {(c.source, c.text): c for c in candidates if ENDS_HANDING_OVER.search(c.text)}
+    ordered: dict[str, tuple] = {}
+    for text, (n, span) in quotes.items():
+        ordered.setdefault(text, (n, span))
+        if (c := handing_over.get((n, text))) is not None:
+            for unit, unit_span in c.handed_over():
+                ordered.setdefault(unit, (n, unit_span))
+    return ordered
 
 
 def owes_structure(c: Candidate, quoted: dict[str, tuple]) -> bool:

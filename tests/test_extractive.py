@@ -117,6 +117,19 @@ def test_a_sentence_handing_over_never_ends_the_answer_without_what_it_hands_ove
         "• The test calls autopkgtest-reboot with a mark.", "• The test is run again with the mark in a variable."]
 
 
+def test_a_unit_quoted_because_it_goes_on_brings_what_it_hands_over_to():
+    """The unit an answer goes on in may itself hand over: its structure follows it, not a dangling colon."""
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=2, margin=0.1)
+    note = "Note that the support is enabled only if all the following conditions are verified:"
+    conditions = (("• the Python build is 64 bits;", (10, 20)), ("• the server is at least PostgreSQL 9.3.", (20, 30)))
+    ranked = [Candidate(1, "Changed in version 2.6: added support for large objects greater than 2GB.", 0.9, follow=note),
+              Candidate(1, "Several lobject methods fail past 2GB.", 0.88),
+              Candidate(1, note, 0.5, follow=conditions[0][0], follow_span=conditions[0][1], run=conditions[1:])]
+    assert [s.text for s in answerer.answer(ranked)] == [
+        "Changed in version 2.6: added support for large objects greater than 2GB.", note,
+        "• the Python build is 64 bits;", "• the server is at least PostgreSQL 9.3.", "Several lobject methods fail past 2GB."]
+
+
 def test_following_as_a_verb_hands_nothing_over():
     assert goes_on("Use the following command:", "apt-get update")
     assert not goes_on("• New 'allow_redirects' param for following non-GET/HEAD Redirects", "• Settings module refactoring")
