@@ -22,12 +22,12 @@ NEAR_BEST = 3  # the sentences scoring within the margin of the best one that co
 # The answer goes on in the next unit when a sentence hands over to it ("...use the following command:")
 # or the next one refers back to it ("To prevent this, add drop = FALSE"); and a unit that starts in
 # lower case with a conjunction finishes the one before it ("where header=TRUE says that...").
-HANDS_OVER = re.compile(r":\s*$|\b(?:the|these|as) following\b|\bas follows\b|\bbelow\b", re.I)
+ENDS_HANDING_OVER = re.compile(r":\s*$")  # the one sure sign, whatever quoted the unit
+HANDS_OVER = re.compile(rf"{ENDS_HANDING_OVER.pattern}|\b(?:the|these|as) following\b|\bas follows\b|\bbelow\b", re.I)
 REFERS_BACK = re.compile(
     r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
     re.I,
 )
-ENDS_HANDING_OVER = re.compile(r":\s*$")
 FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)\b")  # lower case only
 MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").

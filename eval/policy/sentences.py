@@ -44,7 +44,7 @@ VARIANTS = {
     "not scored with the unit it goes on in": {"with_what_follows": lambda pieces, context, terms: terms},
     "a table row scored without its caption and header row": {"with_table_head": lambda context, terms: terms},
     "a sentence handing over may end the answer without its structure": {"owes_structure": lambda c, quoted: False},
-    "a unit quoted as where a sentence goes on may hand over without its structure": {
+    "the unit a sentence goes on in may end the answer at its colon": {
         "with_owed_structures": lambda quotes, candidates: quotes},
 }
 
