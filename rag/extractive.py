@@ -30,6 +30,8 @@ REFERS_BACK = re.compile(
 )
 FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)\b")  # lower case only
 MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
+# What a note or a list item opens with ("^[6] ", "[2] ", "• "): two notes saying the same words are one sentence.
+NOTE_MARK = re.compile(r"^(?:\^?\[\d+\]|\(\d+\)|[•◦▪‣∙·●○■□–—*-])\s+")
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
@@ -157,15 +159,17 @@ class ExtractiveAnswerer:
         ]
         order = np.argsort(-np.asarray(scores), kind="stable")
         # A sentence two overlapping passages hold is one candidate: where it scores best (where the
-        # unit it goes on in is not cut off), noting the other passages that hold it.
+        # unit it goes on in is not cut off), noting the other passages that hold it. So is one that
+        # notes or list items say again in the same words.
         best_of: dict[str, int] = {}
         elsewhere: dict[int, list[tuple[int, float]]] = {}
         for i in order:
             n, sentence = pieces[i]
-            if sentence not in best_of:
-                best_of[sentence], elsewhere[i] = i, []
-            elif n != pieces[best_of[sentence]][0]:
-                elsewhere[best_of[sentence]].append((n, scores[i]))
+            said = NOTE_MARK.sub("", sentence)
+            if said not in best_of:
+                best_of[said], elsewhere[i] = i, []
+            elif n != pieces[best_of[said]][0]:
+                elsewhere[best_of[said]].append((n, scores[i]))
         return [Candidate(pieces[i][0], pieces[i][1], scores[i], typed[i], elsewhere=tuple(elsewhere[i]), **context[i])
                 for i in order if i in elsewhere]
 

@@ -279,3 +279,16 @@ def test_search_ranks_first_the_passage_holding_the_answer(seed_index, embedder,
     first = pipe.search(question)[0].chunk.text
     assert ("a former collective farm boss" in first) is rerank  # the retriever alone puts it third
     assert pipe.ask(question, mode="extractive").sources[0].chunk.text == first  # the chat's sources come in the same order
+
+
+@pytest.mark.integration
+def test_notes_saying_the_same_words_are_quoted_once(embedder):
+    """Three footnotes of a text dump say one thing: the answer quotes it once, and goes on to other sentences."""
+    note = "Build systems based on ExtUtils::MakeMaker and Module::Build do this automatically."
+    text = (f"Perl modules must be installed into the vendor directories.\n\n^[3] {note}\n\n^[5] {note}\n\n"
+            f"^[6] {note}\n\nThe vendor directories are set with INSTALLDIRS=vendor.")
+    answerer = ExtractiveAnswerer(embedder, max_sentences=3)
+    ranked = answerer.rank("Which build systems install into the vendor directories automatically?", [hit(1, text)])
+    assert sum(note in c.text for c in ranked) == 1
+    quoted = [s.text for s in answerer.answer(ranked)]
+    assert sum(note in q for q in quoted) == 1 and len(quoted) >= 2
