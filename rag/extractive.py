@@ -30,6 +30,7 @@ REFERS_BACK = re.compile(
 )
 FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)\b")  # lower case only
 MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
+SHORT_STATEMENT_WORDS = 3  # a short unit that states something ("Defaults to False.") finishes the one before it
 # What a note or a list item opens with ("^[6] ", "[2] ", "• "): two notes saying the same words are one sentence.
 NOTE_MARK = re.compile(r"^(?:\^?\[\d+\]|\(\d+\)|[•◦▪‣∙·●○■□–—*-])\s+")
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
@@ -71,10 +72,19 @@ class Candidate:
 
 def goes_on(sentence: str, follow: str | None) -> bool:
     """Does the answer go on in the next unit? Any unit the sentence hands over to (a short command
-    line too: 'html_theme = "blue"'), or one long enough to be a statement that refers back."""
+    line too: 'html_theme = "blue"'), a short note that finishes it ("Defaults to False.", "New in
+    version 2.8."), or one long enough to be a statement that refers back."""
     if not follow or is_label(follow):
         return False
-    return bool(HANDS_OVER.search(sentence)) or (len(follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(follow)))
+    return (bool(HANDS_OVER.search(sentence)) or is_short_statement(follow)
+            or (len(follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(follow))))
+
+
+def is_short_statement(unit: str) -> bool:
+    """A note too short to be an answer unit that still makes a sentence: a few words, two of them
+    content words ("It is so." has none), a full stop, no dot leaders."""
+    return (len(unit) <= MIN_UNIT_CHARS and len(unit.split()) >= SHORT_STATEMENT_WORDS and unit[-1] in ".!?"
+            and ". ." not in unit and not unit.endswith("..") and len(bm25_tokenize([unit])[0]) >= 2)
 
 
 def is_label(sentence: str) -> bool:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rag.chunking import passage_units
-from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_label, lexical_overlap,
-                            with_what_follows)
+from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_label, is_short_statement,
+                            lexical_overlap, with_what_follows)
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -292,3 +292,33 @@ def test_notes_saying_the_same_words_are_quoted_once(embedder):
     assert sum(note in c.text for c in ranked) == 1
     quoted = [s.text for s in answerer.answer(ranked)]
     assert sum(note in q for q in quoted) == 1 and len(quoted) >= 2
+
+
+@pytest.mark.parametrize("unit, note", [
+    ("New in version 2.8.", True), ("Defaults to False.", True), ("By default, True.", True), ("Broken in 2.8.0.", True),
+    (". . . .", False),  # an index's dot leaders
+    ("read.table . . . .", False),
+    ("False to use the ..", False),  # cut off where the page had markup
+    ("See below.", False),  # two words
+    ("$ echo $?", False),  # a command, not a sentence
+    ("This sentence is long enough to be an answer unit of its own.", False),
+])
+def test_a_short_note_is_a_few_words_that_make_a_sentence(unit, note):
+    assert is_short_statement(unit) is note
+
+
+def test_a_short_note_finishes_the_unit_before_it():
+    """A documented attribute's "New in version 2.5." or a parameter's "Defaults to False." belongs to it."""
+    assert goes_on("The default cursor factory used by cursor() if the parameter is not specified.", "New in version 2.5.")
+    assert goes_on("True to parse Google style docstrings.", "Defaults to True.")
+    assert not goes_on("R saves the workspace on exit.", ". . . .")
+
+
+@pytest.mark.integration
+def test_the_version_a_documented_attribute_came_in_is_quoted_with_it(embedder):
+    text = ("cursor_factory\n\nThe default cursor factory used by cursor() if the parameter is not specified.\n\n"
+            "New in version 2.5.\n\nnotices\n\nA list containing all the database messages sent to the client during the session.")
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    ranked = answerer.rank("Since which version does a connection have a default cursor factory?", [hit(1, text)])
+    assert ranked[0].text.startswith("The default cursor factory")
+    assert [s.text for s in answerer.answer(ranked)] == [ranked[0].text, "New in version 2.5."]
