@@ -46,6 +46,8 @@ VARIANTS = {
     "a sentence handing over may end the answer without its structure": {"owes_structure": lambda c, quoted: False},
     "the unit a sentence goes on in may end the answer at its colon": {
         "with_owed_structures": lambda quotes, candidates: quotes},
+    "notes saying the same words quoted once each ('^[3] …', '^[5] …')": {"NOTE_MARK": NEVER},
+    "a short note does not finish the unit before it ('New in version 2.5.')": {"is_short_statement": lambda unit: False},
 }
 
 
