@@ -19,6 +19,7 @@ from typing import Protocol
 from rag.records import Block, Chunk, Document
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP]
+SECTION_STARTS = ("heading", "term")  # a passage never runs on across either
 
 
 class Tokenizer(Protocol):
@@ -237,10 +238,10 @@ class Chunker:
 
 
 def _by_section(spans: list[Span], blocks: list[Block]) -> list[list[Span]]:
-    """Runs of units between headings: the sections passages are packed in."""
+    """Runs of units between headings (and the terms that title a part): the sections passages are packed in."""
     runs: list[list[Span]] = []
     for span in spans:
-        if runs and not any(blocks[k].kind == "heading" for k in range(runs[-1][-1].block + 1, span.block + 1)):
+        if runs and not any(blocks[k].kind in SECTION_STARTS for k in range(runs[-1][-1].block + 1, span.block + 1)):
             runs[-1].append(span)
         else:
             runs.append([span])

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 SUPPORTED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".pdf")
 # Changes when the readers make different documents from the same file: an index made by other
 # readers has its files read again, not its stored documents chunked again.
-READER_VERSION = "blocks-5"
+READER_VERSION = "blocks-6"
 MAX_FILE_BYTES = 20_000_000
 
 

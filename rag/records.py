@@ -15,7 +15,7 @@ class Removal:
     reason: str
 
 
-BlockKind = Literal["heading", "paragraph", "list_item", "table", "code", "quote"]
+BlockKind = Literal["heading", "term", "paragraph", "list_item", "table", "code", "quote"]
 SECTION_SEPARATOR = " › "
 
 

@@ -81,11 +81,15 @@ class DocumentBuilder:
         self._append("heading", text, page, level)
 
     @contextmanager
-    def subsection(self, title: str) -> Iterator[None]:
-        """A titled part inside the current section (a documented function or class): its title is
-        in the section path of what it holds, and only of that."""
+    def subsection(self, term: str) -> Iterator[None]:
+        """A part inside the current section titled by a term (a documented function's signature): the
+        term is in the section path of what it holds, and only of that. Unlike a heading, it is text
+        an answer may quote ("connect(dsn=None, cursor_factory=None, …)" is the defaults asked for)."""
         open_sections = list(self._headings)
-        self.heading(title, (open_sections[-1][0] if open_sections else 0) + 1)
+        if term := self._article_text(term):
+            level = (open_sections[-1][0] if open_sections else 0) + 1
+            self._headings.append((level, term))
+            self._append("term", term, None, level)
         try:
             yield
         finally:

@@ -152,9 +152,9 @@ def test_documented_functions_title_their_blocks_and_inline_spaces_survive(tmp_p
     assert blocks_of(doc) == [
         ("heading", "Developer Interface", "Developer Interface"),
         ("heading", "Developer Interface › Main Interface", "Main Interface"),
-        ("heading", function, signature),
+        ("term", function, signature),
         ("paragraph", function, "Sends a GET request."),
-        ("heading", f"{function} › Parameters", "Parameters"),
+        ("term", f"{function} › Parameters", "Parameters"),
         ("list_item", f"{function} › Parameters", "• url – URL to fetch."),
         ("list_item", f"{function} › Parameters", "• timeout (float or tuple) – How long to wait."),
         ("list_item", function, "Returns: Response object"),
@@ -275,6 +275,20 @@ def test_passages_carry_their_section_and_headings_are_never_answer_units(embedd
         units = [chunk.text[a:b] for a, b in passage_units(chunk)]
         assert not set(units) & {"Logging HOWTO", "Levels", "New handlers"}
     assert "DEBUG | 10" in [chunks[1].text[a:b] for a, b in passage_units(chunks[1])]
+
+
+@pytest.mark.integration
+def test_a_documented_functions_signature_is_a_unit_an_answer_can_quote(embedder, tmp_path):
+    """A term that titles a part (a signature) opens its passages' section like a heading, but it is
+    text: "What is the default timeout of lib.get?" is answered by `timeout=None` in it."""
+    path = tmp_path / "api.html"
+    path.write_text(API_PAGE, encoding="utf-8")
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig()).chunk(load_document(path))
+    signature = "function lib.get(url, timeout=None)"
+    first = next(c for c in chunks if signature in c.text)
+    assert first.section == f"Developer Interface › Main Interface › {signature}" and signature not in first.headings
+    units = [first.text[a:b] for a, b in passage_units(first)]
+    assert units[units.index(signature) + 1] == "Sends a GET request."
 
 
 @pytest.mark.integration

@@ -6,7 +6,7 @@ import html
 import re
 
 from rag.pipeline import NOT_FOUND, UNSURE
-from rag.records import Answer, Chunk, Citation, Document, Hit, PassageSpan, Sentence
+from rag.records import Answer, Block, Chunk, Citation, Document, Hit, PassageSpan, Sentence
 from ui import render
 
 HOSTILE = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [x](javascript:alert(1)) ![i](http://evil/x.png)'
@@ -209,6 +209,17 @@ def test_article_page_wraps_the_whole_passage_in_one_mark():
     before, after = page.split('<mark id="passage">')
     assert html.escape("Opening paragraph with <b>markup</b>.") in before
     assert "Closing paragraph." in after.split("</mark>")[1]
+
+
+def test_a_passage_that_starts_with_a_term_holds_it_whole_in_its_mark():
+    """A documented function's signature opens its passage: the mark opens before the term's span and
+    closes after it, so the highlight is well nested and covers the signature."""
+    text = "Main Interface\n\nlib.get(url, timeout=None)\n\nSends a GET request."
+    term = Block("term", text.index("lib.get"), text.index(")") + 1, "Main Interface › lib.get(url, timeout=None)", 2)
+    doc = Document("api", text, title="API", blocks=[Block("heading", 0, 14, "Main Interface", 1), term])
+    page = render.article_page(doc, term.start, len(text))
+    assert '<mark id="passage"><span class="term">lib.get(url, timeout=None)</span>\n\nSends a GET request.</mark>' in page
+    assert '<span class="heading h1">Main Interface</span>' in page
 
 
 def test_article_page_escapes_the_document_text_and_title():

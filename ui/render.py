@@ -104,11 +104,12 @@ def article_page(doc: Document, chunk_start: int | None, chunk_end: int | None) 
     """A whole cleaned article, the cited passage highlighted and scrolled to (#passage). No scripts."""
     text = doc.text
     cuts = [(chunk_start, '<mark id="passage">'), (chunk_end, "</mark>")] if chunk_start is not None and chunk_end is not None else []
-    # Headings are styled in place; a passage never crosses one, so they never cut its <mark>.
+    # Headings and terms are styled in place; a passage holds them whole, so they never cut its <mark>.
     for b in doc.blocks:
-        if b.kind == "heading":
-            cuts += [(b.start, f'<span class="heading h{min(b.level, 4)}">'), (b.end, "</span>")]
-    cuts.sort(key=lambda cut: (cut[0], cut[1].startswith("<mark")))
+        if b.kind in ("heading", "term"):
+            style = f"heading h{min(b.level, 4)}" if b.kind == "heading" else "term"
+            cuts += [(b.start, f'<span class="{style}">'), (b.end, "</span>")]
+    cuts.sort(key=lambda cut: (cut[0], _nesting(cut[1])))
     body, position = [], 0
     for offset, tag in cuts:
         body += [html.escape(text[position:offset]), tag]
@@ -122,9 +123,15 @@ def article_page(doc: Document, chunk_start: int | None, chunk_end: int | None) 
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(doc.title or doc.doc_id)}</title>
 <style>body{{font-family:Georgia,serif;max-width:46em;margin:2em auto;padding:0 1em;line-height:1.55}}
 mark{{background:#ffe58a;padding:2px 0;scroll-margin-top:30vh}}.meta{{color:#555}}.text{{white-space:pre-wrap}}
-.heading{{font-weight:bold;font-family:sans-serif}}.h1,.h2{{font-size:1.3em}}.h3{{font-size:1.1em}}</style></head>
+.heading{{font-weight:bold;font-family:sans-serif}}.term{{font-weight:bold;font-family:monospace}}.h1,.h2{{font-size:1.3em}}.h3{{font-size:1.1em}}</style></head>
 <body><p><a href="/">← back to the chat</a></p><h1>{html.escape(doc.title or doc.doc_id)}</h1>
 <p class="meta">{meta} · document {html.escape(doc.doc_id)}</p>{original}{body}</body></html>"""
+
+
+def _nesting(tag: str) -> int:
+    """At one offset: a span closes, then the passage's mark opens or closes, then a span opens, so
+    a passage that starts or ends with a term holds it whole."""
+    return 1 if "mark" in tag else 0 if tag.startswith("</") else 2
 
 
 def welcome_markdown(documents: list[Document]) -> str:
