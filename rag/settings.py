@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     mode: Literal["auto", "llm", "extractive"] = Field(
         "auto", description="auto: llm when OPENAI_BASE_URL or RAG_LOCAL_GGUF is set, else extractive"
     )
-    refuse_below: float = Field(0.05, ge=0, le=1, description="refuse when the answer policy's confidence is below this (no answerable tune question is under 0.05)")
+    refuse_below: float = Field(0.04, ge=0, le=1, description="refuse when the answer policy's confidence is below this (no answerable question of the eight tune halves it was chosen on is under 0.04)")
     unsure_below: float = Field(0.54, ge=0, le=1, description="answer with a low-confidence notice when the confidence is below this")
     policy_model: Path | None = Field(None, description="a policy model fitted by eval/policy/fit.py (default: the bundled one)")
     support_threshold: float = Field(0.6, description="a sentence is supported when its similarity to a cited passage reaches this")
