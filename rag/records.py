@@ -23,7 +23,8 @@ SECTION_SEPARATOR = " › "
 class Block:
     """One structural piece of a document: `start`/`end` are offsets into the document's text.
 
-    Headings give context (the section path of what follows) and are never answer sentences;
+    Headings give context (the section path of what follows) and are never answer sentences; a
+    term (a documented function's signature) opens a part as a heading does, but is an answer unit;
     code and table blocks keep their lines and are never split into sentences."""
 
     kind: BlockKind
