@@ -12,7 +12,7 @@ import numpy as np
 
 from rag.chunking import passage_units
 from rag.records import Hit, PassageSpan, Sentence
-from rag.structure import BULLET, CELL_SEPARATOR
+from rag.structure import BULLET, BULLET_SIGNS, CELL_SEPARATOR
 from rag.policy import expected_answer_type, has_answer_type
 from rag.keywords import bm25_tokenize
 
@@ -32,7 +32,7 @@ FINISHES_BEFORE = re.compile(r"^(?:where|which|whereas|while|and|or|but|because)
 MIN_UNIT_CHARS = 20  # shorter units are headings' leftovers and list markers, not answers
 SHORT_STATEMENT_WORDS = 3  # a short unit that states something ("Defaults to False.") finishes the one before it
 # What a note or a list item opens with ("^[6] ", "[2] ", "• "): two notes saying the same words are one sentence.
-NOTE_MARK = re.compile(r"^(?:\^?\[\d+\]|\(\d+\)|[•◦▪‣∙·●○■□–—*-])\s+")
+NOTE_MARK = re.compile(rf"^(?:\^?\[\d+\]|\(\d+\)|{BULLET_SIGNS})\s+")
 # A label, not a statement: a caption or an admonition title ("TIP Testing the DNS server").
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")

@@ -20,7 +20,8 @@ CELL_SEPARATOR = " | "
 MAX_REMOVED_CHARS = 500
 _SPACES = re.compile(r"\s+")
 # A list item's mark at the start of a line: a bullet, a dash, "1." / "(2)" or "a)".
-BULLET = re.compile(r"^(?:[•◦▪‣∙·●○■□–—*-]|\(?\d{1,2}[.)]|\(?[a-z][.)])\s+\S")
+BULLET_SIGNS = "[•◦▪‣∙·●○■□–—*-]"  # the marks alone, also what a note or item opens with in `extractive`
+BULLET = re.compile(rf"^(?:{BULLET_SIGNS}|\(?\d{{1,2}}[.)]|\(?[a-z][.)])\s+\S")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b]")  # incl. soft hyphen, zero-width space
 
 
@@ -73,12 +74,7 @@ class DocumentBuilder:
         return SECTION_SEPARATOR.join(text for _, text in self._headings)
 
     def heading(self, text: str, level: int, page: int | None = None) -> None:
-        if not (text := self._article_text(text)):
-            return
-        while self._headings and self._headings[-1][0] >= level:
-            self._headings.pop()
-        self._headings.append((level, text))
-        self._append("heading", text, page, level)
+        self._open_section("heading", text, level, page)
 
     @contextmanager
     def subsection(self, term: str) -> Iterator[None]:
@@ -86,14 +82,20 @@ class DocumentBuilder:
         term is in the section path of what it holds, and only of that. Unlike a heading, it is text
         an answer may quote ("connect(dsn=None, cursor_factory=None, …)" is the defaults asked for)."""
         open_sections = list(self._headings)
-        if term := self._article_text(term):
-            level = (open_sections[-1][0] if open_sections else 0) + 1
-            self._headings.append((level, term))
-            self._append("term", term, None, level)
+        self._open_section("term", term, (open_sections[-1][0] if open_sections else 0) + 1, None)
         try:
             yield
         finally:
             self._headings = open_sections
+
+    def _open_section(self, kind: str, text: str, level: int, page: int | None) -> None:
+        """A heading or a term: what follows is in its section, and out of those at its level or deeper."""
+        if not (text := self._article_text(text)):
+            return
+        while self._headings and self._headings[-1][0] >= level:
+            self._headings.pop()
+        self._headings.append((level, text))
+        self._append(kind, text, page, level)
 
     def prose(self, kind: str, text: str, page: int | None = None) -> None:
         """A paragraph, list item or quote."""
