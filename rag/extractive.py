@@ -24,6 +24,7 @@ NEAR_BEST = 3  # the sentences scoring within the margin of the best one that co
 # lower case with a conjunction finishes the one before it ("where header=TRUE says that...").
 ENDS_HANDING_OVER = re.compile(r":\s*$")  # the one sure sign, whatever quoted the unit
 HANDS_OVER = re.compile(rf"{ENDS_HANDING_OVER.pattern}|\b(?:the|these|as) following\b|\bas follows\b|\bbelow\b", re.I)
+CUT_OFF_WORDS = 5  # a sentence a code block cuts off has at least this many words before it
 REFERS_BACK = re.compile(
     r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
     re.I,
@@ -56,6 +57,7 @@ class Candidate:
     run: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it hands over: the rest of the structure `follow` opens
     table_head: str = ""  # a table row's caption and header row: what its cells mean ("Range | Description")
     elsewhere: tuple[tuple[int, float], ...] = ()  # the other sources holding the same sentence, and its score there
+    ends_block: bool = True  # the last unit of its paragraph or list item, not a line of a code block or table
 
     def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
         """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
@@ -63,21 +65,39 @@ class Candidate:
 
     def continued(self) -> bool:
         """The answer goes on in the next unit."""
-        return goes_on(self.text, self.follow)
+        return goes_on(self.text, self.follow, self.ends_block)
 
     def unfinished_start(self) -> bool:
         """It finishes the unit before it."""
         return bool(self.lead) and bool(FINISHES_BEFORE.match(self.text))
 
 
-def goes_on(sentence: str, follow: str | None) -> bool:
+def goes_on(sentence: str, follow: str | None, ends_block: bool = True) -> bool:
     """Does the answer go on in the next unit? Any unit the sentence hands over to (a short command
     line too: 'html_theme = "blue"'), a short note that finishes it ("Defaults to False.", "New in
     version 2.8."), or one long enough to be a statement that refers back."""
     if not follow or is_label(follow):
         return False
-    return (bool(HANDS_OVER.search(sentence)) or is_short_statement(follow)
+    return (hands_over(sentence, ends_block) or is_short_statement(follow)
             or (len(follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(follow))))
+
+
+def hands_over(sentence: str, ends_block: bool = True) -> bool:
+    """The sentence is finished by the unit after it: it announces it, or a block cuts it off."""
+    return bool(HANDS_OVER.search(sentence)) or (ends_block and is_cut_off(sentence))
+
+
+def ends_handing_over(c: Candidate) -> bool:
+    """The sure signs: a closing colon, or a sentence a block cuts off."""
+    return bool(ENDS_HANDING_OVER.search(c.text)) or (c.ends_block and is_cut_off(c.text))
+
+
+def is_cut_off(sentence: str) -> bool:
+    """Prose that a code block or a page break cuts off ("At this point an assignment such as",
+    "…would use a zone named"): a capital first, a lower-case word or a comma last, no table cells,
+    not a caption."""
+    return (len(sentence.split()) >= CUT_OFF_WORDS and sentence[0].isupper() and (sentence[-1].islower() or sentence[-1] == ",")
+            and CELL_SEPARATOR not in sentence and not is_label(sentence))
 
 
 def is_short_statement(unit: str) -> bool:
@@ -230,8 +250,9 @@ def with_owed_structures(quotes: dict[str, tuple], candidates: list[Candidate]) 
     """Every quoted unit that ends handing over brings its structure right after it, also one quoted as
     the unit another sentence goes on in ("Changed in version 2.6: …" → "Note that the support is
     enabled only if all the following conditions are verified:" → the conditions). Only a closing
-    colon counts here: "…between one version and the following version." hands nothing over."""
-    handing_over = {(c.source, c.text): c for c in candidates if ENDS_HANDING_OVER.search(c.text)}
+    colon or a sentence cut off counts here: "…between one version and the following version." hands
+    nothing over."""
+    handing_over = {(c.source, c.text): c for c in candidates if ends_handing_over(c)}
     ordered: dict[str, tuple] = {}
     for text, (n, span) in quotes.items():
         ordered.setdefault(text, (n, span))
@@ -244,7 +265,7 @@ def with_owed_structures(quotes: dict[str, tuple], candidates: list[Candidate]) 
 def owes_structure(c: Candidate, quoted: dict[str, tuple]) -> bool:
     """A quoted sentence that hands over ("…has the following format:") never ends an answer without
     the structure it hands over to, even past the sentence limit."""
-    return c.text in quoted and bool(HANDS_OVER.search(c.text))
+    return c.text in quoted and hands_over(c.text, c.ends_block)
 
 
 def is_caption(line: str) -> bool:
@@ -280,10 +301,12 @@ def with_table_head(context: list[dict], sentence_terms: list[list[str]]) -> lis
 
 def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> dict:
     after, before = i + 1 < len(units), i > 0
+    ends_block = not after or "\n\n" in text[spans[i][1]:spans[i + 1][0]]
     return {"span": spans[i],
             "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
             "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0),
-            "run": _structure_after(text, units, spans, i + 1) if after and HANDS_OVER.search(units[i]) else (),
+            "run": _structure_after(text, units, spans, i + 1) if after and hands_over(units[i], ends_block) else (),
+            "ends_block": ends_block,
             "table_head": _table_head(text, units, spans, i)}
 
 
@@ -298,7 +321,7 @@ def _table_head(text: str, units: list[str], spans: list[tuple[int, int]], i: in
     if first == i or not text[: spans[first][0]].endswith("\n\n"):
         return ""
     before = units[first - 1] if first > 0 else ""
-    caption = before if is_caption(before) or HANDS_OVER.search(before) else ""
+    caption = before if is_caption(before) or hands_over(before) else ""
     return f"{caption}\n{units[first]}".strip()
 
 

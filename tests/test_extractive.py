@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.chunking import passage_units
-from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_label, is_short_statement,
+from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_cut_off, is_label, is_short_statement,
                             lexical_overlap, with_what_follows)
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
@@ -322,3 +322,36 @@ def test_the_version_a_documented_attribute_came_in_is_quoted_with_it(embedder):
     ranked = answerer.rank("Since which version does a connection have a default cursor factory?", [hit(1, text)])
     assert ranked[0].text.startswith("The default cursor factory")
     assert [s.text for s in answerer.answer(ranked)] == [ranked[0].text, "New in version 2.5."]
+
+
+@pytest.mark.parametrize("unit, cut", [
+    ("As such, the 2001:0bc8:31a0::/48 network would use a zone named", True),  # the zone's name is a code line
+    ("At this point an assignment such as", True),
+    ("For example, try the following", True),
+    ("The data frame is attached at position 2.", False),  # a statement
+    ("Sample user crontab file", False),  # a caption: too few words
+    ("Configuration Of The Network Cards Here", False),  # a label
+    ("Distribution | R name | additional arguments | size prob", False),  # a table row
+    ("# WINS Support - Tells the NMBD component of Samba", False),  # a comment in code
+    ("import psycopg2.extensions as ext and more words", False),  # code starts in lower case
+])
+def test_a_sentence_cut_off_by_a_block_is_prose_that_stops_mid_clause(unit, cut):
+    assert is_cut_off(unit) is cut
+
+
+def test_a_sentence_cut_off_by_a_code_block_goes_on_in_it_and_a_code_line_does_not():
+    sentence = "At this point an assignment such as"
+    assert goes_on(sentence, "> u <- v+w")
+    assert not goes_on(sentence, "> u <- v+w", ends_block=False)  # a line of a code block: the block goes on, not a sentence
+    assert not goes_on("The data frame is attached at position 2.", "> u <- v+w")
+
+
+@pytest.mark.integration
+def test_an_answer_never_stops_where_a_code_block_cuts_its_sentence(embedder):
+    text = ("By attaching the data frame, u, v and w are available as variables in their own right. "
+            "At this point an assignment such as\n\n> u <- v+w\n\n"
+            "does not replace the component u of the data frame, but rather masks it.")
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    ranked = answerer.rank("What does an assignment to a variable of an attached data frame do?", [hit(1, text)])
+    cut = next(c for c in ranked if c.text == "At this point an assignment such as")
+    assert [s.text for s in answerer.answer([cut])] == ["At this point an assignment such as", "> u <- v+w"]
