@@ -38,6 +38,7 @@ NOTE_MARK = re.compile(rf"^(?:\^?\[\d+\]|\(\d+\)|{BULLET_SIGNS})\s+")
 LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
 TERM_DEFINED = re.compile(r"\w: \S")  # "term: definition", as definition lists are read
+SENTENCE_END = re.compile(r"[.!?][\"”’)]?$")
 # A sentence that hands over to a list, a table or a code block ("All of the following headers are
 # supported:") is answered by the structure, not by its first line: up to this many units of it.
 MAX_RUN = 8
@@ -54,6 +55,7 @@ class Candidate:
     follow_span: tuple[int, int] = (0, 0)
     lead: str | None = None  # the unit before it in its passage
     lead_span: tuple[int, int] = (0, 0)
+    resumes: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it goes on with a sentence a block interrupted: from its start
     run: tuple[tuple[str, tuple[int, int]], ...] = ()  # when it hands over: the rest of the structure `follow` opens
     table_head: str = ""  # a table row's caption and header row: what its cells mean ("Range | Description")
     elsewhere: tuple[tuple[int, float], ...] = ()  # the other sources holding the same sentence, and its score there
@@ -70,6 +72,12 @@ class Candidate:
     def unfinished_start(self) -> bool:
         """It finishes the unit before it."""
         return bool(self.lead) and bool(FINISHES_BEFORE.match(self.text))
+
+    def begun_before(self) -> tuple[tuple[str, tuple[int, int]], ...]:
+        """The units its sentence began in: where a block interrupted it, or the one it finishes."""
+        if self.resumes:
+            return self.resumes
+        return ((self.lead, self.lead_span),) if self.unfinished_start() else ()
 
 
 def goes_on(sentence: str, follow: str | None, ends_block: bool = True) -> bool:
@@ -233,9 +241,12 @@ class ExtractiveAnswerer:
         quotes: dict[str, tuple[int, tuple[int, int]]] = {}
         counted = 0  # a structure handed over to is quoted whole: its first unit counts against the limit, not the rest
         for c in chosen:
-            lead = [(c.lead, c.lead_span)] if c.unfinished_start() else []
-            over = c.handed_over()
-            for text, span in [*lead, (c.text, c.span), *over[:1]]:
+            lead, over = c.begun_before(), c.handed_over()
+            if lead and counted <= self.max_sentences and lead[0][0] not in quotes:
+                counted += 1
+                for text, span in lead:  # and the block that interrupted the sentence, whole
+                    quotes.setdefault(text, (c.source, span))
+            for text, span in [(c.text, c.span), *over[:1]]:
                 if counted <= self.max_sentences and text not in quotes:
                     quotes[text] = (c.source, span)
                     counted += 1
@@ -305,9 +316,32 @@ def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: in
     return {"span": spans[i],
             "follow": units[i + 1] if after else None, "follow_span": spans[i + 1] if after else (0, 0),
             "lead": units[i - 1] if before else None, "lead_span": spans[i - 1] if before else (0, 0),
+            "resumes": _interrupted_sentence(text, units, spans, i),
             "run": _structure_after(text, units, spans, i + 1) if after and hands_over(units[i], ends_block) else (),
             "ends_block": ends_block,
             "table_head": _table_head(text, units, spans, i)}
+
+
+def _interrupted_sentence(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:
+    """When unit `i` goes on with a sentence that a code block or a table interrupted ("The attach" /
+    "> attach(lentils)" / "places the data frame in the search path…"; "Conversely, using:" / a
+    command / "will set default_transaction_read_only to on"): the units from where that sentence
+    stopped, through the block. Unit `i` opens a paragraph in lower case, and the last prose before
+    the block hands over with a colon or stops on a word."""
+    if i == 0 or not units[i][:1].islower() or TERM_DEFINED.search(units[i]) or "\n\n" not in text[spans[i - 1][1]:spans[i][0]]:
+        return ()
+    for j in range(i - 1, max(-1, i - 1 - MAX_RUN), -1):
+        if SENTENCE_END.search(units[j]) or is_label(units[j]):
+            return ()  # prose that finished its sentence, or a title: nothing was interrupted
+        ends_paragraph = "\n\n" in text[spans[j][1]:spans[j + 1][0]]
+        if j < i - 1 and ends_paragraph and (ENDS_HANDING_OVER.search(units[j]) or _stops_on_a_word(units[j])):
+            return tuple((units[k], spans[k]) for k in range(j, i))
+    return ()
+
+
+def _stops_on_a_word(unit: str) -> bool:
+    """Prose cut off before a block, however short ("The attach"): a capital first, words, a lower-case word last."""
+    return unit[:1].isupper() and unit[-1:].islower() and CELL_SEPARATOR not in unit and len(unit.split()) >= 2
 
 
 def _table_head(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> str:

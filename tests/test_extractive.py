@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag.chunking import passage_units
-from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _table_head, compounds, goes_on, is_cut_off, is_label, is_short_statement,
+from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _interrupted_sentence, _table_head, compounds, goes_on, is_cut_off, is_label, is_short_statement,
                             lexical_overlap, with_what_follows)
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
@@ -355,3 +355,39 @@ def test_an_answer_never_stops_where_a_code_block_cuts_its_sentence(embedder):
     ranked = answerer.rank("What does an assignment to a variable of an attached data frame do?", [hit(1, text)])
     cut = next(c for c in ranked if c.text == "At this point an assignment such as")
     assert [s.text for s in answerer.answer([cut])] == ["At this point an assignment such as", "> u <- v+w"]
+
+
+def resumed(text: str, unit: str) -> list[str]:
+    """What `_interrupted_sentence` brings before `unit` of a one-passage text."""
+    spans = passage_units(Chunk("c1", "d1", 0, text, 0, len(text)))
+    units = [" ".join(text[a:b].split()) for a, b in spans]
+    return [u for u, _ in _interrupted_sentence(text, units, spans, units.index(unit))]
+
+
+@pytest.mark.parametrize("text, unit, before", [
+    # a sentence a one-line code block interrupts, cut off on a word
+    ("Suppose lentils is a data frame. The attach\n\n> attach(lentils)\n\nplaces the data frame in the search path.",
+     "places the data frame in the search path.", ["The attach", "> attach(lentils)"]),
+    # handed over with a colon to a two-line block, and taken up again after it
+    ("Conversely, using:\n\nconn.set_session(readonly=True)\nconn.commit()\n\nwill set default_transaction_read_only to on.",
+     "will set default_transaction_read_only to on.", ["Conversely, using:", "conn.set_session(readonly=True)", "conn.commit()"]),
+    # a command name in lower case opening a new sentence after one that finished
+    ("Every action is logged.\n\n$ tail /var/log/dpkg.log\n\ndpkg keeps a log of all of its actions in /var/log/dpkg.log.",
+     "dpkg keeps a log of all of its actions in /var/log/dpkg.log.", []),
+    # a title is not a sentence
+    ("ALTERNATIVE axi-cache\n\napt-cache search is a very rudimentary tool.\n\naxi-cache search term, on the other hand, provides better results.",
+     "axi-cache search term, on the other hand, provides better results.", []),
+    # a definition list's term and definition
+    ("Usage:\n\n>>> s = requests.Session()\n\nauth: Default Authentication tuple or object to attach to Request.",
+     "auth: Default Authentication tuple or object to attach to Request.", []),
+])
+def test_a_sentence_a_block_interrupts_is_quoted_from_where_it_began(text, unit, before):
+    assert resumed(text, unit) == before
+
+
+def test_an_answer_quotes_an_interrupted_sentence_from_its_start_and_counts_it_once():
+    answerer = ExtractiveAnswerer(embedder=None, max_sentences=1, margin=0.1)
+    start = (("The attach", (33, 43)), ("> attach(lentils)", (45, 62)))
+    resumed_unit = Candidate(1, "places the data frame in the search path.", 0.9, resumes=start)
+    assert [s.text for s in answerer.answer([resumed_unit, Candidate(1, "Another sentence.", 0.85)])] == [
+        "The attach", "> attach(lentils)", "places the data frame in the search path."]

@@ -49,6 +49,8 @@ VARIANTS = {
     "notes saying the same words quoted once each ('^[3] …', '^[5] …')": {"NOTE_MARK": NEVER},
     "a short note does not finish the unit before it ('New in version 2.5.')": {"is_short_statement": lambda unit: False},
     "a sentence a code block cuts off may end the answer ('…such as')": {"is_cut_off": lambda sentence: False},
+    "a sentence a code block interrupted is quoted from where it goes on ('places the data frame…')": {
+        "_interrupted_sentence": lambda text, units, spans, i: ()},
 }
 
 
