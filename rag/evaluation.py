@@ -23,6 +23,7 @@ from rag import metrics as m
 from rag import stats
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
+from rag.extractive import STOPS_ON_A_WORD
 from rag.files import atomic_write, jsonl_bytes, open_private_append
 from rag.golden import GoldenItem, read_jsonl
 from rag.judge import Judge
@@ -40,6 +41,7 @@ SUMMARY = "summary.json"
 METRIC_NAMES = (
     "retrieval.hit@1", "retrieval.hit@5", "retrieval.recall@5", "retrieval.mrr", "retrieval.ndcg@10",
     "answer.exact_match", "answer.f1", "answer.reference_recall", "answer.semantic_similarity", "answer.key_fact",
+    "answer.stops_mid_sentence",
     "citation.precision", "citation.recall", "citation.right_article", "citation.out_of_range",
     "refusal.accuracy", "refusal.false_refusal_rate",
     "latency.p50_ms", "latency.p95_ms",
@@ -59,6 +61,24 @@ def retrieval_scores(item: GoldenItem, ranked_doc_ids: list[str]) -> dict[str, f
         "retrieval.mrr": m.reciprocal_rank(ranked_doc_ids, relevant),
         "retrieval.ndcg@10": m.ndcg_at_k(ranked_doc_ids, relevant, 10),
     }
+
+
+def stops_mid_sentence(sentences: list[Sentence], sources: dict[int, str]) -> float:
+    """Does the answer leave a sentence unfinished? A sentence of prose (a capital first, three words
+    or more, no table cells) that ends on a lower-case word or a comma, and is not followed in the answer by
+    what comes right after it in its passage (the command or list that finishes it)."""
+    for sentence, after in zip(sentences, [*sentences[1:], None]):
+        text = strip_markers(sentence.text).strip()
+        prose = text[:1].isupper() and len(text.split()) >= 3 and " | " not in text
+        if prose and STOPS_ON_A_WORD.search(text) and (after is None or not _goes_on_in(sentence, after, sources)):
+            return 1.0
+    return 0.0
+
+
+def _goes_on_in(sentence: Sentence, after: Sentence, sources: dict[int, str]) -> bool:
+    """Is `after` the text that follows `sentence` in a passage (only white space between)?"""
+    return any(a.marker == b.marker and a.end <= b.start and not sources.get(a.marker, "")[a.end:b.start].strip()
+               for a in sentence.spans for b in after.spans)
 
 
 def citation_scores(sentences: list[Sentence], sources: dict[int, str], checker) -> dict[str, float]:
@@ -251,6 +271,7 @@ class Evaluator:
         scores = retrieval_scores(item, ranked) | answer_scores(item, answer.answer, answer.refused, self.similarity)
         if not answer.refused:
             scores |= citation_scores(answer.sentences, sources, self.pipeline.grounding)
+            scores["answer.stops_mid_sentence"] = stops_mid_sentence(answer.sentences, sources)
         scores |= article_scores(item, [c.doc_id for c in answer.citations], answer.trace.dropped_markers)
         if self.judge is not None and not answer.refused and item.answerable:
             plain = strip_markers(answer.answer)

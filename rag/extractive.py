@@ -24,7 +24,8 @@ NEAR_BEST = 3  # the sentences scoring within the margin of the best one that co
 # lower case with a conjunction finishes the one before it ("where header=TRUE says that...").
 ENDS_HANDING_OVER = re.compile(r":\s*$")  # the one sure sign, whatever quoted the unit
 HANDS_OVER = re.compile(rf"{ENDS_HANDING_OVER.pattern}|\b(?:the|these|as) following\b|\bas follows\b|\bbelow\b", re.I)
-CUT_OFF_WORDS = 5  # a sentence a code block cuts off has at least this many words before it
+CUT_OFF_WORDS = 2  # a sentence a block cuts off, or a caption over a table, has at least this many words
+STOPS_ON_A_WORD = re.compile(r"\b[a-z][\w'-]*,?$|,$")  # a lower-case word or a comma last: no full stop, colon, bracket, quote, number or name
 REFERS_BACK = re.compile(
     r"^(?:it|they|then|otherwise|hence|therefore|thus|so|instead|for example)\b|^(?:\W*\w+\W+){0,3}?(?:this|these|those|that|such)\b",
     re.I,
@@ -84,7 +85,7 @@ def goes_on(sentence: str, follow: str | None, ends_block: bool = True) -> bool:
     """Does the answer go on in the next unit? Any unit the sentence hands over to (a short command
     line too: 'html_theme = "blue"'), a short note that finishes it ("Defaults to False.", "New in
     version 2.8."), or one long enough to be a statement that refers back."""
-    if not follow or is_label(follow):
+    if not follow or (is_label(follow) and CELL_SEPARATOR not in follow):  # a table's header row is not a title
         return False
     return (hands_over(sentence, ends_block) or is_short_statement(follow)
             or (len(follow) >= MIN_UNIT_CHARS and bool(REFERS_BACK.search(follow))))
@@ -102,9 +103,9 @@ def ends_handing_over(c: Candidate) -> bool:
 
 def is_cut_off(sentence: str) -> bool:
     """Prose that a code block or a page break cuts off ("At this point an assignment such as",
-    "…would use a zone named"): a capital first, a lower-case word or a comma last, no table cells,
-    not a caption."""
-    return (len(sentence.split()) >= CUT_OFF_WORDS and sentence[0].isupper() and (sentence[-1].islower() or sentence[-1] == ",")
+    "…would use a zone named", "The attach"), or a caption over its table or example ("List of
+    firewall tools"): a capital first, a lower-case word or a comma last, no table cells, not a title."""
+    return (len(sentence.split()) >= CUT_OFF_WORDS and sentence[0].isupper() and bool(STOPS_ON_A_WORD.search(sentence))
             and CELL_SEPARATOR not in sentence and not is_label(sentence))
 
 
@@ -334,14 +335,9 @@ def _interrupted_sentence(text: str, units: list[str], spans: list[tuple[int, in
         if SENTENCE_END.search(units[j]) or is_label(units[j]):
             return ()  # prose that finished its sentence, or a title: nothing was interrupted
         ends_paragraph = "\n\n" in text[spans[j][1]:spans[j + 1][0]]
-        if j < i - 1 and ends_paragraph and (ENDS_HANDING_OVER.search(units[j]) or _stops_on_a_word(units[j])):
+        if j < i - 1 and ends_paragraph and (ENDS_HANDING_OVER.search(units[j]) or is_cut_off(units[j])):
             return tuple((units[k], spans[k]) for k in range(j, i))
     return ()
-
-
-def _stops_on_a_word(unit: str) -> bool:
-    """Prose cut off before a block, however short ("The attach"): a capital first, words, a lower-case word last."""
-    return unit[:1].isupper() and unit[-1:].islower() and CELL_SEPARATOR not in unit and len(unit.split()) >= 2
 
 
 def _table_head(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> str:

@@ -24,10 +24,11 @@ from rag.evaluation import (
     group_conversations,
     read_answers,
     read_results,
+    stops_mid_sentence,
     summarize,
 )
 from rag.golden import GoldenItem, load_golden
-from rag.records import Sentence
+from rag.records import PassageSpan, Sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAN = "Putin also offered economic support, saying Russia would extend Belarus a government loan of $1.5 billion."
@@ -326,3 +327,24 @@ def test_a_judge_that_rambles_leaves_its_metrics_out_and_no_endpoint_means_no_ju
     assert not [k for k in row["scores"] if k.startswith("judge.")] and "answer.f1" in row["scores"]
     local = pipeline_for(seed_index, embedder, None, store=pipeline.store)
     assert build_judge(local.settings, local.llm_provider) is None  # auto: never the bundled model unless asked
+
+
+PASSAGE = ("For IPv6 networks, the suffix is ip6.arpa. As such, the 2001:0bc8:31a0::/48 network would use a zone named\n\n"
+           "0.a.1.3.8.c.b.0.1.0.0.2.ip6.arpa.\n\nA zone file lists the records.")
+
+
+def quoted(text: str, marker: int = 1) -> Sentence:
+    start = PASSAGE.index(text)
+    return Sentence(text, [marker], True, spans=[PassageSpan(marker, start, start + len(text))])
+
+
+def test_an_answer_that_stops_mid_sentence_is_counted_unless_what_finishes_it_follows():
+    cut = "As such, the 2001:0bc8:31a0::/48 network would use a zone named"
+    sources = {1: PASSAGE, 2: PASSAGE}
+    assert stops_mid_sentence([quoted(cut)], sources) == 1.0  # the answer ends where the sentence does not
+    assert stops_mid_sentence([quoted(cut), quoted("A zone file lists the records.")], sources) == 1.0  # skips what finishes it
+    assert stops_mid_sentence([quoted(cut), quoted("0.a.1.3.8.c.b.0.1.0.0.2.ip6.arpa.", 2)], sources) == 1.0  # another source
+    assert stops_mid_sentence([quoted(cut), quoted("0.a.1.3.8.c.b.0.1.0.0.2.ip6.arpa.")], sources) == 0.0
+    assert stops_mid_sentence([quoted("For IPv6 networks, the suffix is ip6.arpa.")], sources) == 0.0
+    assert stops_mid_sentence([Sentence("$ dig -x 2001:bc8::1", [1], True)], sources) == 0.0  # a command, not prose
+    assert stops_mid_sentence([Sentence("Russia would lend Belarus $1.5 billion, and", [1], True)], sources) == 1.0  # a model's cut answer

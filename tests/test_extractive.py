@@ -329,7 +329,9 @@ def test_the_version_a_documented_attribute_came_in_is_quoted_with_it(embedder):
     ("At this point an assignment such as", True),
     ("For example, try the following", True),
     ("The data frame is attached at position 2.", False),  # a statement
-    ("Sample user crontab file", False),  # a caption: too few words
+    ("Sample user crontab file", True),  # a caption over its example
+    ("The attach", True),
+    ("Returns a redirect URI or None", False),  # a name last
     ("Configuration Of The Network Cards Here", False),  # a label
     ("Distribution | R name | additional arguments | size prob", False),  # a table row
     ("# WINS Support - Tells the NMBD component of Samba", False),  # a comment in code
@@ -391,3 +393,8 @@ def test_an_answer_quotes_an_interrupted_sentence_from_its_start_and_counts_it_o
     resumed_unit = Candidate(1, "places the data frame in the search path.", 0.9, resumes=start)
     assert [s.text for s in answerer.answer([resumed_unit, Candidate(1, "Another sentence.", 0.85)])] == [
         "The attach", "> attach(lentils)", "places the data frame in the search path."]
+
+
+def test_a_caption_goes_on_in_its_table_whose_header_row_is_not_a_title():
+    assert goes_on("Configuration of libpam-ldap", "Question | Answer")
+    assert not goes_on("The answers were given.", "Question | Answer")

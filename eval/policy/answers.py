@@ -4,7 +4,8 @@
 
 Per collection and half: key facts in the answer (`answer.key_fact`: it quotes the reference
 sentence or holds three quarters of its content words), the right article cited, false refusals,
-answerable questions flagged low-confidence, unanswerable questions refused or flagged.
+answerable questions flagged low-confidence, unanswerable questions refused or flagged, answers
+that stop mid-sentence (`answer.stops_mid_sentence`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from rag.settings import Settings  # noqa: E402
 
 COLUMNS = {"answer.key_fact": "key fact", "citation.right_article": "right article",
            "refusal.false_refusal_rate": "false refusals", "answer.low_confidence_rate": "answerable flagged",
-           "refusal.unanswerable_flagged": "unanswerable refused or flagged", "latency.p50_ms": "p50 ms"}
+           "refusal.unanswerable_flagged": "unanswerable refused or flagged",
+           "answer.stops_mid_sentence": "answers that stop mid-sentence", "latency.p50_ms": "p50 ms"}
 
 
 def main() -> None:
