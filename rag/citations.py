@@ -34,6 +34,7 @@ NOT_NAMES = {"The", "A", "An", "I", "In", "On", "At", "As", "But", "And", "He", 
              "Are", "Can", "Could", "Will", "Would", "Has", "Have", "Had", "Apart", "Besides"}
 POSSESSIVE = re.compile(r"[’']s$")
 MAX_RANGE = 20
+FINISHED = re.compile(r"[.!?…][\"'”’)\]]*$")  # a sentence's end, closing quotes and brackets after it
 # Where a sentence splits into clauses that each make a claim: "..., and it is...", "...; ...", "... because ...".
 CLAUSE_BREAK = re.compile(
     r"\s*(?:;|:|\s[-–—]\s|,\s*(?:and|but|while|whereas|which|who|so|as|although|though)\b|\s(?:because|since|whereas|although)\b"
@@ -50,6 +51,13 @@ class ParsedAnswer:
     text: str  # the answer with only valid markers, each as `[n]`
     sentences: list[Sentence]
     dropped: list[int] = field(default_factory=list)
+
+    def without_unfinished_end(self) -> ParsedAnswer:
+        """The answer without a last sentence the model did not finish (it ran out of tokens mid-sentence)."""
+        if not self.sentences or FINISHED.search(self.sentences[-1].text):
+            return self
+        kept = self.sentences[:-1]
+        return ParsedAnswer(" ".join(s.text for s in kept), kept, self.dropped)
 
 
 def expand_group(group: str) -> list[int]:

@@ -249,6 +249,14 @@ class Pipeline:
             return Answer.refusal(question, NOT_FOUND, "llm", hits, "the model said the sources do not cover it", trace)
         parsed = parse_citations(gen.text, len(prompt.sources))
         trace.dropped_markers = parsed.dropped
+        finished = parsed.without_unfinished_end() if gen.finish_reason == "length" else parsed
+        if finished is not parsed:  # the model ran out of tokens mid-sentence: never show a sentence it did not finish
+            stopped = f"The model's answer stopped at RAG_MAX_ANSWER_TOKENS={self.settings.max_answer_tokens}"
+            if not finished.sentences:
+                notice = f"{stopped} before its first sentence ended, so the best passages are quoted instead."
+                return (yield from self._quote_instead(notice, question, hits, candidates, trace))
+            trace.add_notice(f"{stopped}; its unfinished last sentence is left out.")
+            parsed = finished
         citations = self.grounding.check(parsed, prompt.sources)
         if self.settings.require_support and not any(s.supported for s in parsed.sentences):
             notice = "The model's answer was not supported by the cited articles, so the best passages are quoted instead."

@@ -38,6 +38,7 @@ class Reply:
     text: str = ""
     pieces: list[str] | None = None
     finish: bool = True  # False: a clean stream that never sends a finish_reason
+    reason: str = "stop"  # "length": the model ran out of tokens
 
     def split(self) -> list[str]:
         return self.pieces if self.pieces is not None else re.findall(r"\S+\s*|\s+", self.text)
@@ -208,7 +209,7 @@ class ScriptedLLM:
                     for i, piece in enumerate(behaviour.split()):
                         self._chunk(_sse(_chunk_json(piece, None, role=i == 0)))
                     if behaviour.finish:
-                        self._chunk(_sse(_chunk_json("", "stop")))
+                        self._chunk(_sse(_chunk_json("", behaviour.reason)))
                     self._chunk(b"data: [DONE]\n\n")
                     self._chunk(b"")
                 else:
@@ -216,7 +217,7 @@ class ScriptedLLM:
                     self._json(200, {
                         "id": "chatcmpl-scripted", "object": "chat.completion", "created": int(time.time()), "model": MODEL_ID,
                         "choices": [{"index": 0, "message": {"role": "assistant", "content": behaviour.text},
-                                     "finish_reason": "stop" if behaviour.finish else None}],
+                                     "finish_reason": behaviour.reason if behaviour.finish else None}],
                         "usage": {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n},
                     })
 

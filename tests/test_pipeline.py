@@ -131,6 +131,24 @@ def test_out_of_range_markers_are_dropped_and_traced(scripted_pipeline, scripted
     check_markers(answer)
 
 
+def test_a_sentence_the_model_ran_out_of_tokens_in_is_left_out(scripted_pipeline, scripted_llm):
+    scripted_llm.then(Reply("Russia would lend Belarus $1.5 billion [1]. The loan was agreed after the two presidents met in", reason="length"))
+    _, answer = run(scripted_pipeline(), LOAN_QUESTION)
+    assert answer.answer == "Russia would lend Belarus $1.5 billion. [1]"
+    assert answer.trace.finish_reason == "length" and "RAG_MAX_ANSWER_TOKENS=400" in answer.notice
+    scripted_llm.then(Reply("Russia would lend Belarus $1.5 billion [1].", reason="length"))  # cut right after a full stop
+    _, answer = run(scripted_pipeline(), LOAN_QUESTION)
+    assert answer.answer == "Russia would lend Belarus $1.5 billion. [1]" and not answer.notice
+
+
+def test_an_answer_cut_before_its_first_sentence_ends_is_replaced_by_quoted_passages(scripted_pipeline, scripted_llm):
+    scripted_llm.then(Reply("Russia would lend Belarus", reason="length"))
+    events, answer = run(scripted_pipeline(), LOAN_QUESTION)
+    assert answer.trace.answered_by == "extractive" and "before its first sentence ended" in answer.notice
+    assert [e.text for e in events if isinstance(e, NoticeEvent)] == [answer.notice]
+    assert LOAN_SENTENCE in answer.answer
+
+
 def test_model_saying_the_articles_do_not_cover_it_is_a_refusal(scripted_pipeline, scripted_llm):
     scripted_llm.reply(REFUSAL_TEXT)
     _, answer = run(scripted_pipeline(), LOAN_QUESTION)
@@ -314,6 +332,17 @@ def local_pipeline(local_llm, seed_index, embedder, pipeline):
                         llm_timeout=120.0, temperature=0.0, max_answer_tokens=64)  # short: the model is slow-ish
     yield pipe
     pipe.close()
+
+
+@pytest.mark.llm
+def test_the_bundled_model_cut_at_its_token_limit_never_shows_an_unfinished_sentence(local_llm, seed_index, embedder, pipeline):
+    pipe = pipeline_for(seed_index, embedder, None, store=pipeline.store, local_llm_port=urlsplit(local_llm).port, mode="llm",
+                        llm_timeout=120.0, temperature=0.0, max_answer_tokens=6)
+    _, answer = run(pipe, LOAN_QUESTION)
+    pipe.close()
+    assert answer.trace.finish_reason == "length"
+    assert "RAG_MAX_ANSWER_TOKENS=6" in answer.notice
+    assert all(re.search(r"[.!?…][\"'”’)\]]*$", s.text) for s in answer.sentences), [s.text for s in answer.sentences]
 
 
 @pytest.fixture(scope="module")
