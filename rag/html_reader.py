@@ -247,10 +247,17 @@ def _inline_raw(element) -> str:
     for child in element:
         if _tag(child) == "br":
             parts.append(" ")
+        elif _is_leading_icon(child, parts):
+            pass
         elif isinstance(child.tag, str) and not SKIPPED_INLINE.search(child.get("class", "")):
             parts.append(_inline_raw(child))
         parts.append(child.tail or "")
     return "".join(parts)
+
+
+def _is_leading_icon(child, text_before: list[str]) -> bool:
+    """An image that opens text ("<img alt='more info'> Read more about…") marks it; its alt is not a word of it."""
+    return _tag(child) == "img" and not "".join(text_before).strip() and bool((child.tail or "").strip())
 
 
 def _code_text(pre) -> str:

@@ -185,6 +185,15 @@ def test_html_line_breaks_site_names_and_long_scripts(tmp_path):
     assert scripts.text.startswith("var tracker = 1;") and len(scripts.text) <= 501  # recorded, not stored whole
 
 
+def test_an_icon_opening_a_paragraph_is_not_read_as_its_first_words(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("<html><body><p><img alt='more info' src='more.png'/> Read more about the toctree directive.</p>"
+                    "<p>The <img alt='alabaster' src='a.png'/> theme is the default one.</p></body></html>")
+    text = load_document(path).text
+    assert "Read more about the toctree directive." in text and "more info" not in text
+    assert "The alabaster theme is the default one." in text  # an image inside a sentence is a word of it
+
+
 @pytest.mark.parametrize("page", ["<!-- only a comment -->", "<html></html>", "<html><body><nav><a href='/'>Home</a></nav></body></html>"])
 def test_html_without_article_text_is_one_clear_error(tmp_path, page):
     path = tmp_path / "empty.html"
