@@ -40,6 +40,9 @@ LABEL_WORDS = 8
 STATEMENT_END = re.compile(r"[.!?:;)\]\"”]$")
 TERM_DEFINED = re.compile(r"\w: \S")  # "term: definition", as definition lists are read
 SENTENCE_END = re.compile(r"[.!?][\"”’)]?$")
+# A line of code that cannot stand alone: it opens or goes on with a statement ("with conn:",
+# "psycopg2.extensions.DECIMAL.values,") or only closes one ("}").
+OPENS_OR_GOES_ON = re.compile(r"[,(\[{:\\]$|^[)\]}\s;,]+$")
 # A sentence that hands over to a list, a table or a code block ("All of the following headers are
 # supported:") is answered by the structure, not by its first line: up to this many units of it.
 MAX_RUN = 8
@@ -61,6 +64,7 @@ class Candidate:
     table_head: str = ""  # a table row's caption and header row: what its cells mean ("Range | Description")
     elsewhere: tuple[tuple[int, float], ...] = ()  # the other sources holding the same sentence, and its score there
     ends_block: bool = True  # the last unit of its paragraph or list item, not a line of a code block or table
+    block: tuple[tuple[str, tuple[int, int]], ...] = ()  # a code line that cannot stand alone: its whole block
 
     def handed_over(self) -> tuple[tuple[str, tuple[int, int]], ...]:
         """The units the answer goes on in: the next one, and the rest of its structure when handed over to."""
@@ -242,6 +246,12 @@ class ExtractiveAnswerer:
         quotes: dict[str, tuple[int, tuple[int, int]]] = {}
         counted = 0  # a structure handed over to is quoted whole: its first unit counts against the limit, not the rest
         for c in chosen:
+            if c.block:  # quoted whole, as one unit
+                if counted <= self.max_sentences and c.block[0][0] not in quotes:
+                    counted += 1
+                    for text, span in c.block:
+                        quotes.setdefault(text, (c.source, span))
+                continue
             lead, over = c.begun_before(), c.handed_over()
             if lead and counted <= self.max_sentences and lead[0][0] not in quotes:
                 counted += 1
@@ -320,7 +330,33 @@ def _neighbours(text: str, units: list[str], spans: list[tuple[int, int]], i: in
             "resumes": _interrupted_sentence(text, units, spans, i),
             "run": _structure_after(text, units, spans, i + 1) if after and hands_over(units[i], ends_block) else (),
             "ends_block": ends_block,
+            "block": _code_block(text, units, spans, i) if is_fragment_of_code(units[i]) else (),
             "table_head": _table_head(text, units, spans, i)}
+
+
+def is_fragment_of_code(line: str) -> bool:
+    """A line of code that cannot stand alone: it opens a statement, goes on with one, or closes
+    one (brackets not balanced). A table row is not code."""
+    opened = sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+    return CELL_SEPARATOR not in line and (bool(OPENS_OR_GOES_ON.search(line)) or opened != 0)
+
+
+def _code_block(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:
+    """The lines of the code block unit `i` is a line of (of MAX_RUN lines at most), after the
+    sentence that hands over to it ("You can register a customized adapter…:"); none for prose."""
+    def same_block(j: int) -> bool:  # units j and j + 1 are lines of one block
+        gap = text[spans[j][1]:spans[j + 1][0]]
+        return "\n" in gap and "\n\n" not in gap
+    first, last = i, i
+    while first > 0 and same_block(first - 1):
+        first -= 1
+    while last + 1 < len(units) and same_block(last):
+        last += 1
+    if first == last or last - first + 1 > MAX_RUN:
+        return ()
+    if first > 0 and ENDS_HANDING_OVER.search(units[first - 1]):
+        first -= 1
+    return tuple((units[k], spans[k]) for k in range(first, last + 1))
 
 
 def _interrupted_sentence(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rag.chunking import passage_units
-from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _interrupted_sentence, _table_head, compounds, goes_on, is_cut_off, is_label, is_short_statement,
-                            lexical_overlap, with_what_follows)
+from rag.extractive import (MAX_RUN, Candidate, ExtractiveAnswerer, _interrupted_sentence, _table_head, compounds, goes_on, is_cut_off,
+                            is_fragment_of_code, is_label, is_short_statement, lexical_overlap, with_what_follows)
 from rag.records import Chunk, Hit
 from rag.keywords import bm25_tokenize
 
@@ -357,6 +357,40 @@ def test_an_answer_never_stops_where_a_code_block_cuts_its_sentence(embedder):
     ranked = answerer.rank("What does an assignment to a variable of an attached data frame do?", [hit(1, text)])
     cut = next(c for c in ranked if c.text == "At this point an assignment such as")
     assert [s.text for s in answerer.answer([cut])] == ["At this point an assignment such as", "> u <- v+w"]
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("psycopg2.extensions.DECIMAL.values,", True),  # goes on with a call
+    ("DEC2FLOAT = psycopg2.extensions.new_type(", True),  # opens one
+    ("lambda value, curs: float(value) if value is not None else None)", True),  # closes it
+    ("with conn:", True),
+    ("}", True),
+    ("workgroup = FALCOTNET", False),  # a setting states itself
+    ("hist(x, breaks=b, ...)", False),
+    ("The value is a float (not a Decimal).", False),
+    ("Range | Description (of codes", False),  # a table row is not code
+])
+def test_a_code_line_that_opens_goes_on_with_or_closes_a_statement_is_a_fragment(line, fragment):
+    assert is_fragment_of_code(line) is fragment
+
+
+DECIMAL = ("Psycopg converts decimal/numeric database types into Python Decimal objects.\n\n"
+           "You can register a customized adapter for PostgreSQL decimal type:\n\n"
+           "DEC2FLOAT = psycopg2.extensions.new_type(\n    psycopg2.extensions.DECIMAL.values,\n    'DEC2FLOAT',\n"
+           "    lambda value, curs: float(value) if value is not None else None)\n"
+           "psycopg2.extensions.register_type(DEC2FLOAT)\n\nSee Type casting for the details.")
+
+
+@pytest.mark.integration
+def test_a_code_line_that_cannot_stand_alone_is_quoted_with_its_whole_block(embedder):
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    ranked = answerer.rank("How can I get decimal values back as floats?", [hit(1, DECIMAL)])
+    fragment = next(c for c in ranked if c.text == "psycopg2.extensions.DECIMAL.values,")
+    answer = answerer.answer([fragment])
+    assert [s.text for s in answer] == [" ".join(u.split()) for u in DECIMAL.split("\n\n")[1:3] for u in u.split("\n")]
+    assert all(DECIMAL[s.spans[0].start:s.spans[0].end].strip() == s.text for s in answer)  # each line highlights in the source
+    whole = next(c for c in ranked if c.text == "psycopg2.extensions.register_type(DEC2FLOAT)")
+    assert [s.text for s in answerer.answer([whole])] == [whole.text]  # a line that stands alone is quoted alone
 
 
 def resumed(text: str, unit: str) -> list[str]:

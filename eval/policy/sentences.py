@@ -51,6 +51,7 @@ VARIANTS = {
     "a sentence a code block cuts off may end the answer ('…such as')": {"is_cut_off": lambda sentence: False},
     "a sentence a code block interrupted is quoted from where it goes on ('places the data frame…')": {
         "_interrupted_sentence": lambda text, units, spans, i: ()},
+    "a code line that cannot stand alone quoted alone ('DECIMAL.values,')": {"is_fragment_of_code": lambda line: False},
 }
 
 
