@@ -41,7 +41,7 @@ class ChunkerConfig:
     overlap_tokens: int = 64
 
     def signature(self) -> str:
-        return f"blocks-v4:max={self.max_tokens}:overlap={self.overlap_tokens}"
+        return f"blocks-v5:max={self.max_tokens}:overlap={self.overlap_tokens}"
 
 
 _local = threading.local()
@@ -210,13 +210,17 @@ class Chunker:
         return pairs
 
     def _group(self, spans: list[Span]) -> list[list[Span]]:
+        """Units packed greedily into passages; a code block or table that one passage can hold starts
+        a new passage rather than be cut between two."""
         groups: list[list[Span]] = []
         current: list[Span] = []
         tokens = 0
-        for span in spans:
-            if current and tokens + span.tokens > self.budget:
+        for i, span in enumerate(spans):
+            starts_block = not span.prose and (i == 0 or spans[i - 1].block != span.block)
+            needed = _block_tokens(spans, i) if starts_block else span.tokens
+            if current and tokens + needed > self.budget and (needed <= self.budget or span.tokens + tokens > self.budget):
                 groups.append(current)
-                current = self._overlap_tail(current, span.tokens)
+                current = self._overlap_tail(current, needed if needed <= self.budget else span.tokens)
                 tokens = sum(s.tokens for s in current)
             current.append(span)
             tokens += span.tokens
@@ -235,6 +239,15 @@ class Chunker:
             tail.insert(0, span)
             tokens += span.tokens
         return tail
+
+
+def _block_tokens(spans: list[Span], first: int) -> int:
+    """The word pieces of the block whose first unit is `first`."""
+    tokens, i = 0, first
+    while i < len(spans) and spans[i].block == spans[first].block:
+        tokens += spans[i].tokens
+        i += 1
+    return tokens
 
 
 def _by_section(spans: list[Span], blocks: list[Block]) -> list[list[Span]]:

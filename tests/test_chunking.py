@@ -122,6 +122,21 @@ def test_a_sentence_longer_than_the_budget_is_cut_into_fitting_chunks(embedder):
     assert " ".join(c.text for c in chunks) == sentence
 
 
+@pytest.mark.integration
+def test_a_code_block_one_passage_can_hold_is_never_cut_between_two(embedder):
+    code = "\n".join(f"setting_{n} = {n}" for n in range(6))
+    text = short_sentences(8) + " Put these lines in the file:\n\n" + code + "\n\n" + short_sentences(3)
+    doc = Document("code", text)  # made without blocks: a paragraph with line breaks is a code block
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(80, 16)).chunk(doc)
+    assert len(chunks) >= 2
+    holding = [c for c in chunks if "setting_0" in c.text or "setting_5" in c.text]
+    assert [code in c.text for c in holding] == [True]  # one passage holds the whole block
+    assert "Put these lines in the file:" in holding[0].text  # with the sentence that hands over to it, as overlap
+    long_code = "\n".join(f"setting_{n} = {n}" for n in range(60))  # longer than a passage: cut at line boundaries
+    for c in Chunker(embedder.tokenizer, ChunkerConfig(80, 16)).chunk(Document("long", "Intro.\n\n" + long_code)):
+        assert n_pieces(embedder.tokenizer, c.text) <= 80 and all(line.startswith(("setting_", "Intro")) for line in c.text.split("\n") if line)
+
+
 def test_sentence_spans_cover_whole_sentences():
     text = "Putin met Lukashenko in Sochi. Russia offered a $1.5 billion loan! Will the protests stop?"
     spans = sentence_spans(text)

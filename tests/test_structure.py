@@ -356,6 +356,26 @@ def test_every_collection_passage_starts_and_ends_at_a_sentence_boundary(collect
 
 
 @pytest.mark.integration
+def test_no_collection_passage_cuts_a_code_block_or_table_one_passage_could_hold(collection_chunks, embedder):
+    """A code block or table short enough for one passage is in one passage whole (189 of 801 were
+    cut between two before passages were packed block by block)."""
+    budget = ChunkerConfig().max_tokens - 2
+    cut, blocks = [], 0
+    for doc, chunks in collection_chunks:
+        for b in doc.blocks:
+            text = doc.text[b.start:b.end]
+            if b.kind not in ("code", "table") or "\n" not in text.strip():
+                continue
+            if len(embedder.tokenizer(text, add_special_tokens=False)["input_ids"]) > budget:
+                continue
+            blocks += 1
+            start, end = b.start + len(text) - len(text.lstrip()), b.start + len(text.rstrip())
+            if not any(c.start <= start and end <= c.end for c in chunks):
+                cut.append((doc.doc_id, text[:60]))
+    assert blocks > 500 and not cut, cut[:5]
+
+
+@pytest.mark.integration
 def test_no_collection_passage_quotes_a_heading_or_holds_a_permalink_sign(collection_chunks):
     for doc, chunks in collection_chunks:
         headings = [b for b in doc.blocks if b.kind == "heading"]
