@@ -202,7 +202,7 @@ class Chunker:
         first passage opens with the previous passage's last sentences, as any passage does."""
         pairs: list[tuple[list[Span], Span]] = []
         for section in sections:
-            lead = self._overlap_tail(pairs[-1][0], section[0].tokens) if pairs else []
+            lead = self._overlap_tail(pairs[-1][0], self._first_fit(section, 0)) if pairs else []
             for group in self._group(lead + section):
                 body = next((s for s in group if s not in lead), group[0])
                 pairs.append((group, body))
@@ -216,17 +216,24 @@ class Chunker:
         current: list[Span] = []
         tokens = 0
         for i, span in enumerate(spans):
-            starts_block = not span.prose and (i == 0 or spans[i - 1].block != span.block)
-            needed = _block_tokens(spans, i) if starts_block else span.tokens
-            if current and tokens + needed > self.budget and (needed <= self.budget or span.tokens + tokens > self.budget):
+            needed = self._first_fit(spans, i)
+            if current and tokens + needed > self.budget:
                 groups.append(current)
-                current = self._overlap_tail(current, needed if needed <= self.budget else span.tokens)
+                current = self._overlap_tail(current, needed)
                 tokens = sum(s.tokens for s in current)
             current.append(span)
             tokens += span.tokens
         if current:
             groups.append(current)
         return groups
+
+    def _first_fit(self, spans: list[Span], i: int) -> int:
+        """The word pieces that must go into one passage from unit `i` on: a whole code block or table
+        when `i` opens one that a passage can hold, else the unit alone."""
+        if spans[i].prose or (i > 0 and spans[i - 1].block == spans[i].block):
+            return spans[i].tokens
+        block = _block_tokens(spans, i)
+        return block if block <= self.budget else spans[i].tokens
 
     def _overlap_tail(self, previous: list[Span], next_tokens: int) -> list[Span]:
         """Trailing sentences of the previous chunk repeated at the start of the next one: context for

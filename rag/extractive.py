@@ -344,19 +344,22 @@ def is_fragment_of_code(line: str) -> bool:
 def _code_block(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:
     """The lines of the code block unit `i` is a line of (of MAX_RUN lines at most), after the
     sentence that hands over to it ("You can register a customized adapter…:"); none for prose."""
-    def same_block(j: int) -> bool:  # units j and j + 1 are lines of one block
-        gap = text[spans[j][1]:spans[j + 1][0]]
-        return "\n" in gap and "\n\n" not in gap
     first, last = i, i
-    while first > 0 and same_block(first - 1):
+    while first > 0 and _same_block(text, spans, first):
         first -= 1
-    while last + 1 < len(units) and same_block(last):
+    while last + 1 < len(units) and _same_block(text, spans, last + 1):
         last += 1
     if first == last or last - first + 1 > MAX_RUN:
         return ()
     if first > 0 and ENDS_HANDING_OVER.search(units[first - 1]):
         first -= 1
     return tuple((units[k], spans[k]) for k in range(first, last + 1))
+
+
+def _same_block(text: str, spans: list[tuple[int, int]], j: int) -> bool:
+    """Units j - 1 and j are lines of one code block or table: a line break between them, no blank line."""
+    gap = text[spans[j - 1][1]:spans[j][0]]
+    return "\n" in gap and "\n\n" not in gap
 
 
 def _interrupted_sentence(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:
@@ -398,7 +401,7 @@ def _structure_after(text: str, units: list[str], spans: list[tuple[int, int]], 
     run: list[tuple[str, tuple[int, int]]] = []
     for j in range(first + 1, min(len(units), first + MAX_RUN)):
         gap = text[spans[j - 1][1]:spans[j][0]]
-        next_line = "\n" in gap and "\n\n" not in gap  # a line of the same code block or table
+        next_line = _same_block(text, spans, j)
         same_item = in_list and "\n" not in gap  # a later sentence of the same list item
         next_item = in_list and "\n\n" in gap and bool(BULLET.match(units[j]))
         if not (next_line or same_item or next_item):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rag.chunking import SPECIAL_TOKENS, Chunker, ChunkerConfig, sentence_spans
 from rag.ingest import load_documents
-from rag.records import Document
+from rag.records import Block, Document
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 
@@ -135,6 +135,21 @@ def test_a_code_block_one_passage_can_hold_is_never_cut_between_two(embedder):
     long_code = "\n".join(f"setting_{n} = {n}" for n in range(60))  # longer than a passage: cut at line boundaries
     for c in Chunker(embedder.tokenizer, ChunkerConfig(80, 16)).chunk(Document("long", "Intro.\n\n" + long_code)):
         assert n_pieces(embedder.tokenizer, c.text) <= 80 and all(line.startswith(("setting_", "Intro")) for line in c.text.split("\n") if line)
+
+
+@pytest.mark.integration
+def test_a_section_opening_with_a_code_block_gets_no_passage_of_the_last_ones_sentences_alone(embedder):
+    prose = short_sentences(14)
+    code = "\n".join(f"setting_{n} = {n}" for n in range(14))
+    text = f"{prose}\n\nSecond part\n\n{code}"
+    code_start = len(prose) + len("\n\nSecond part\n\n")
+    doc = Document("d", text, blocks=[Block("paragraph", 0, len(prose)),
+                                      Block("heading", len(prose) + 2, code_start - 2, level=1),
+                                      Block("code", code_start, len(text), section="Second part")])
+    chunks = Chunker(embedder.tokenizer, ChunkerConfig(80, 16)).chunk(doc)
+    for a, b in zip(chunks, chunks[1:]):
+        assert not (a.start <= b.start and b.end <= a.end), b.text  # each passage holds something of its own
+    assert [c.section for c in chunks if code in c.text] == ["Second part"]
 
 
 def test_sentence_spans_cover_whole_sentences():
