@@ -342,18 +342,30 @@ def is_fragment_of_code(line: str) -> bool:
 
 
 def _code_block(text: str, units: list[str], spans: list[tuple[int, int]], i: int) -> tuple:
-    """The lines of the code block unit `i` is a line of (of MAX_RUN lines at most), after the
-    sentence that hands over to it ("You can register a customized adapter…:"); none for prose."""
+    """The lines of the code block unit `i` is a line of (MAX_RUN at most, `_block_window`), after
+    the sentence that hands over to it ("You can register a customized adapter…:"); none for prose."""
     first, last = i, i
     while first > 0 and _same_block(text, spans, first):
         first -= 1
     while last + 1 < len(units) and _same_block(text, spans, last + 1):
         last += 1
-    if first == last or last - first + 1 > MAX_RUN:
+    window = _block_window(first, last, i) if first < last else None
+    if window is None:
         return ()
-    if first > 0 and ENDS_HANDING_OVER.search(units[first - 1]):
+    first, last = window
+    if first > 0 and ENDS_HANDING_OVER.search(units[first - 1]) and not _same_block(text, spans, first):
         first -= 1
     return tuple((units[k], spans[k]) for k in range(first, last + 1))
+
+
+def _block_window(first: int, last: int, i: int) -> tuple[int, int] | None:
+    """The lines of a block from `first` to `last` to quote for its line `i`: all of them, or of a
+    longer block than MAX_RUN the first MAX_RUN when `i` is among them (what a block sets up comes
+    first: the import, the class), else MAX_RUN lines around `i`."""
+    if last - first < MAX_RUN:
+        return first, last
+    start = first if i - first < MAX_RUN else min(i - MAX_RUN // 2, last - MAX_RUN + 1)
+    return start, start + MAX_RUN - 1
 
 
 def _same_block(text: str, spans: list[tuple[int, int]], j: int) -> bool:

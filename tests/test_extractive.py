@@ -393,6 +393,26 @@ def test_a_code_line_that_cannot_stand_alone_is_quoted_with_its_whole_block(embe
     assert [s.text for s in answerer.answer([whole])] == [whole.text]  # a line that stands alone is quoted alone
 
 
+AUTH = ("To do so, subclass AuthBase and implement the __call__() method:\n\n"
+        ">>> import requests\n>>> class MyAuth(requests.auth.AuthBase):\n...     def __call__(self, r):\n"
+        "...         # Implement my authentication\n...         return r\n...\n>>> url = 'https://httpbin.org/get'\n"
+        ">>> requests.get(url, auth=MyAuth())\n<Response [200]>\n>>> session = requests.Session()\n"
+        ">>> session.auth = MyAuth(\n...     )\n\nWhen an authentication handler is attached, it is called during request setup.")
+
+
+@pytest.mark.integration
+def test_a_code_line_of_a_long_block_is_quoted_with_the_start_of_the_block_it_belongs_to(embedder):
+    answerer = ExtractiveAnswerer(embedder, max_sentences=1)
+    ranked = answerer.rank("How do I implement my own authentication?", [hit(1, AUTH)])
+    lines = [" ".join(u.split()) for u in AUTH.split("\n\n")[1].split("\n")]
+    assert len(lines) > MAX_RUN
+    opening = next(c for c in ranked if c.text == ">>> class MyAuth(requests.auth.AuthBase):")
+    # the block from its first line (the import), after the sentence handing over to it
+    assert [s.text for s in answerer.answer([opening])][:MAX_RUN + 1] == [AUTH.split("\n\n")[0], *lines[:MAX_RUN]]
+    deep = next(c for c in ranked if c.text == ">>> session.auth = MyAuth(")
+    assert [s.text for s in answerer.answer([deep])] == lines[-MAX_RUN:]  # past the first MAX_RUN lines: the ones around it
+
+
 def resumed(text: str, unit: str) -> list[str]:
     """What `_interrupted_sentence` brings before `unit` of a one-passage text."""
     spans = passage_units(Chunk("c1", "d1", 0, text, 0, len(text)))

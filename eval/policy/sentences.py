@@ -52,6 +52,8 @@ VARIANTS = {
     "a sentence a code block interrupted is quoted from where it goes on ('places the data frame…')": {
         "_interrupted_sentence": lambda text, units, spans, i: ()},
     "a code line that cannot stand alone quoted alone ('DECIMAL.values,')": {"is_fragment_of_code": lambda line: False},
+    "a code line of a block longer than MAX_RUN lines: no block ('>>> class MyAuth(…):')":
+        {"_block_window": lambda first, last, i: (first, last) if last - first < extractive.MAX_RUN else None},
 }
 
 
