@@ -65,14 +65,31 @@ def retrieval_scores(item: GoldenItem, ranked_doc_ids: list[str]) -> dict[str, f
 
 def stops_mid_sentence(sentences: list[Sentence], sources: dict[int, str]) -> float:
     """Does the answer leave a sentence unfinished? A sentence of prose (a capital first, three words
-    or more, no table cells) that ends on a lower-case word or a comma, and is not followed in the answer by
-    what comes right after it in its passage (the command or list that finishes it)."""
+    or more, no table cells, not a line of a code block or table in its passage) that ends on a
+    lower-case word or a comma, and is not followed in the answer by what comes right after it in its
+    passage (the command or list that finishes it)."""
     for sentence, after in zip(sentences, [*sentences[1:], None]):
         text = strip_markers(sentence.text).strip()
-        prose = text[:1].isupper() and len(text.split()) >= 3 and " | " not in text
+        prose = text[:1].isupper() and len(text.split()) >= 3 and " | " not in text and not _is_block_line(sentence, sources)
         if prose and STOPS_ON_A_WORD.search(text) and (after is None or not _goes_on_in(sentence, after, sources)):
             return 1.0
     return 0.0
+
+
+def _is_block_line(sentence: Sentence, sources: dict[int, str]) -> bool:
+    """Is the quoted text a line of a code block or table ("Script started, file is typescript" after
+    "$ script")? In a passage, prose blocks are one line each, blank lines between; a code block's or
+    a table's lines follow each other after a single line break."""
+    def single_break(gap: str) -> bool:
+        return "\n" in gap and "\n\n" not in gap
+
+    for span in sentence.spans:
+        source = sources.get(span.marker, "")
+        before, inside, after = source[:span.start], source[span.start:span.end], source[span.end:]
+        if "\n" in inside.strip() or (before.strip() and single_break(before[len(before.rstrip()):])) \
+                or (after.strip() and single_break(after[:len(after) - len(after.lstrip())])):
+            return True
+    return False
 
 
 def _goes_on_in(sentence: Sentence, after: Sentence, sources: dict[int, str]) -> bool:

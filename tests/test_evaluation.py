@@ -348,3 +348,17 @@ def test_an_answer_that_stops_mid_sentence_is_counted_unless_what_finishes_it_fo
     assert stops_mid_sentence([quoted("For IPv6 networks, the suffix is ip6.arpa.")], sources) == 0.0
     assert stops_mid_sentence([Sentence("$ dig -x 2001:bc8::1", [1], True)], sources) == 0.0  # a command, not prose
     assert stops_mid_sentence([Sentence("Russia would lend Belarus $1.5 billion, and", [1], True)], sources) == 1.0  # a model's cut answer
+
+
+def test_a_line_of_a_code_block_or_table_is_not_a_sentence_that_stops():
+    block = "For example, try the following\n\n$ script\nScript started, file is typescript\n\nThe log is a file named"
+    sources = {1: block}
+
+    def of_block(text: str) -> Sentence:
+        start = block.index(text)
+        return Sentence(text, [1], True, spans=[PassageSpan(1, start, start + len(text))])
+
+    assert stops_mid_sentence([of_block("Script started, file is typescript")], sources) == 0.0  # a line after "$ script"
+    assert stops_mid_sentence([of_block("$ script\nScript started, file is typescript")], sources) == 0.0  # two lines
+    assert stops_mid_sentence([of_block("The log is a file named")], sources) == 1.0  # prose after the block still counts
+    assert stops_mid_sentence([of_block("For example, try the following")], sources) == 1.0  # and before it
