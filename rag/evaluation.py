@@ -23,7 +23,7 @@ from rag import metrics as m
 from rag import stats
 from rag.citations import MARKER_GROUP, ParsedAnswer, parse_citations
 from rag.errors import RagError
-from rag.extractive import STOPS_ON_A_WORD
+from rag.extractive import STOPS_ON_A_WORD, is_line_break
 from rag.files import atomic_write, jsonl_bytes, open_private_append
 from rag.golden import GoldenItem, read_jsonl
 from rag.judge import Judge
@@ -78,16 +78,12 @@ def stops_mid_sentence(sentences: list[Sentence], sources: dict[int, str]) -> fl
 
 def _is_block_line(sentence: Sentence, sources: dict[int, str]) -> bool:
     """Is the quoted text a line of a code block or table ("Script started, file is typescript" after
-    "$ script")? In a passage, prose blocks are one line each, blank lines between; a code block's or
-    a table's lines follow each other after a single line break."""
-    def single_break(gap: str) -> bool:
-        return "\n" in gap and "\n\n" not in gap
-
+    "$ script")? It spans two lines, or a line of text comes right before or after it (`is_line_break`)."""
     for span in sentence.spans:
         source = sources.get(span.marker, "")
         before, inside, after = source[:span.start], source[span.start:span.end], source[span.end:]
-        if "\n" in inside.strip() or (before.strip() and single_break(before[len(before.rstrip()):])) \
-                or (after.strip() and single_break(after[:len(after) - len(after.lstrip())])):
+        gap_before, gap_after = before[len(before.rstrip()):], after[:len(after) - len(after.lstrip())]
+        if "\n" in inside.strip() or (before.strip() and is_line_break(gap_before)) or (after.strip() and is_line_break(gap_after)):
             return True
     return False
 

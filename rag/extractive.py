@@ -369,8 +369,13 @@ def _block_window(first: int, last: int, i: int) -> tuple[int, int] | None:
 
 
 def _same_block(text: str, spans: list[tuple[int, int]], j: int) -> bool:
-    """Units j - 1 and j are lines of one code block or table: a line break between them, no blank line."""
-    gap = text[spans[j - 1][1]:spans[j][0]]
+    """Units j - 1 and j are lines of one code block or table."""
+    return is_line_break(text[spans[j - 1][1]:spans[j][0]])
+
+
+def is_line_break(gap: str) -> bool:
+    """The white space between two lines of one code block or table: a line break, no blank line
+    (prose blocks are one line each, a blank line between them)."""
     return "\n" in gap and "\n\n" not in gap
 
 
