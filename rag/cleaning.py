@@ -35,6 +35,7 @@ _SETEXT_RULE = re.compile(r"^\s{0,3}([=\-~*^#\"'`+:._])\1{2,}\s*$")
 # What only code has: a prompt, a call (f(), f(a, b)), braces, an assignment, an arrow, a line continued.
 _CODE_SIGNAL = re.compile(r"^(?:>>>|\.\.\.|\$ |# |//)|\w\((?:[^()]*[,'\"=$][^()]*)?\)|[{}]|;$|\s=\s|\w=\S|->|\\$")
 _PROSE_MARKS = ".,;:'\"()-?!’“”‘/"
+_CLOSING = ")]'\"’”"  # what may close a sentence after its full stop
 _GRID_RULE = re.compile(r"^(?:\+[-=+|]*\+|\|[-=|]*\+[-=+|]*\|)$")  # a grid table's border: +-----+ or |----+----|
 _FIELD_LINE = re.compile(r"^[A-Z][\w-]*:(?:\s|$)")  # "Field: value", as in control files and headers
 # A numbered section's title on a line of its own, as text dumps of manuals write it: "6.1. Format".
@@ -180,10 +181,12 @@ def clean_text(raw: str) -> Cleaned:
     builder = DocumentBuilder()
     margin = _margin(kept)
     ahead = Counter(_title_key(title) for group in groups if (title := _title_of(group)))  # headings still to come
+    previous: list[_Line] = []
     for group in groups:
         if title := _title_of(group):
             ahead[_title_key(title)] -= 1
-        _add_group(builder, group, margin, lambda text: ahead[_title_key(text)] > 0)
+        _add_group(builder, group, margin, lambda text: ahead[_title_key(text)] > 0, _introduces(previous))
+        previous = group
     out.text, out.blocks = "\n\n".join(builder.parts), builder.blocks
     out.removed.extend(builder.removed)
     out.title = title_line or _headline_from(out.text)
@@ -319,16 +322,26 @@ def _margin(kept: list[_Line]) -> int:
     return indents.most_common(1)[0][0] if indents else 0
 
 
-def _is_code(group: list[_Line], margin: int) -> bool:
+def _introduces(group: list[_Line]) -> bool:
+    """A paragraph that ends with a colon ("…with the following format:") announces what follows."""
+    return bool(group) and group[-1].kind == "text" and group[-1].raw.rstrip().endswith(":")
+
+
+def _is_code(group: list[_Line], margin: int, introduced: bool = False) -> bool:
     """Fenced, or indented past the text and not reading as prose (a manual's nested notes, definitions
     and list items are indented too): by four columns or more, or by less when it holds code (a
-    literal block's `>>> f(x)`)."""
+    literal block's `>>> f(x)`). Indented lines a colon announced that do not end as a sentence
+    ("Description: single line synopsis" / "extended description over several lines") are an example."""
     if group[0].kind == "code" or _is_record(group):
         return True
     raws = [line.raw.expandtabs(4) for line in group]
     indent = min(len(r) - len(r.lstrip()) for r in raws)
     lines = [r.strip() for r in raws]
-    if indent <= margin or _LIST_ITEM.match(lines[0]) or _reads_as_prose(lines):
+    if indent <= margin or _LIST_ITEM.match(lines[0]):
+        return False
+    if introduced and not lines[-1].rstrip(_CLOSING).endswith((".", "!", "?", ":")):
+        return True
+    if _reads_as_prose(lines):
         return False
     return indent - margin >= 4 or any(_CODE_SIGNAL.search(line) for line in lines)
 
@@ -362,7 +375,7 @@ def _title_of(group: list[_Line]) -> str | None:
 
 
 def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0,
-               heading_ahead: Callable[[str], bool] = lambda text: False) -> None:
+               heading_ahead: Callable[[str], bool] = lambda text: False, introduced: bool = False) -> None:
     """One run of lines becomes a heading, code, a table, list items, a quote or a paragraph. A line
     or list item that is only the title of a heading further down is a table of contents' entry."""
     first = group[0]
@@ -374,7 +387,7 @@ def _add_group(builder: DocumentBuilder, group: list[_Line], margin: int = 0,
             builder.heading(title, first.level)
         else:
             builder.heading(title, _NUMBERED_TITLE.match(title).group(1).count(".") + 1)
-    elif _is_code(group, margin):
+    elif _is_code(group, margin, introduced):
         builder.code("\n".join(raws))
     elif len(raws) > 2 and any(_GRID_RULE.match(r.strip()) for r in raws) and all(r.lstrip()[:1] in "+|" for r in raws):
         builder.table(_grid_rows([r.strip() for r in raws]))

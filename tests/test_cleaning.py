@@ -252,7 +252,20 @@ def test_a_literal_block_indented_less_than_four_columns_is_code_when_it_holds_c
         ("paragraph", "The module writes JSON, and reads it back, with two calls. Call it like this:"),
         ("code", ">>> import json\n>>> json.dumps([1, 2])\n'[1, 2]'"),
         ("paragraph", "The date looks like:"),
-        ("paragraph", "day-of-week, dd month yyyy"),  # no sign of code: a wrapped line of text
+        ("code", "day-of-week, dd month yyyy"),  # announced by a colon and not a sentence: an example
+    ]
+
+
+def test_indented_lines_a_colon_announces_are_an_example_unless_they_end_as_a_sentence():
+    text = ("Description\n\nIt is a multiline field with the following format:\n\n"
+            "   Description: single line synopsis\n    extended description over several lines\n\n"
+            "It meets one of the following requirements:\n\n"
+            "   Standard interfaces\n      The material is an interface that\n      many packages use. (Control files are examples.)\n")
+    assert [(k, t) for k, _, t in _blocks(clean_text(text))] == [
+        ("paragraph", "It is a multiline field with the following format:"),
+        ("code", "Description: single line synopsis\n extended description over several lines"),
+        ("paragraph", "It meets one of the following requirements:"),
+        ("paragraph", "Standard interfaces The material is an interface that many packages use. (Control files are examples.)"),
     ]
 
 
