@@ -154,9 +154,11 @@ def index_figures(model, docs: Path, index: Path) -> dict:
 
     command = [*rag_cmd(), "index", "--seeds", str(docs), "--index", str(index), "--rebuild"]
     first_s, _ = run_measured(command)  # makes the ONNX export, as a first build does
-    # sentences embedded one by one (the default), then pooled from their passage's pass
-    runs = {pooling: [run_measured(command, {"RAG_SENTENCE_POOLING": pooling}) for _ in range(INDEX_RUNS)]
-            for pooling in ("true", "false")}
+    # sentences embedded one by one (the default), pooled from their passage's pass, and the default in fp32
+    variants = {"sentences embedded alone (default)": {},
+                "sentences embedded alone, RAG_INDEX_PRECISION=fp32": {"RAG_INDEX_PRECISION": "fp32"},
+                "sentences pooled (RAG_SENTENCE_POOLING)": {"RAG_SENTENCE_POOLING": "true"}}
+    runs = {label: [run_measured(command, env) for _ in range(INDEX_RUNS)] for label, env in variants.items()}
     store = IndexStore.load(index)
     texts = [embedding_text(c, True) for c in store.chunks]
     sentences = sentence_unit_texts(store, True)
@@ -167,14 +169,14 @@ def index_figures(model, docs: Path, index: Path) -> dict:
            "first build, ONNX export included (s)": round(first_s, 2),
            "bare encode, passages alone (passages/s)": round(n / statistics.median(bare), 1),
            "bare encode, passages and sentences (passages/s)": round(n / statistics.median(bare_all), 1)}
-    for pooling, label in (("false", "sentences embedded alone (default)"), ("true", "sentences pooled (RAG_SENTENCE_POOLING)")):
-        seconds = [s for s, _ in runs[pooling]]
+    for label in variants:
+        seconds = [s for s, _ in runs[label]]
         rate = n / statistics.median(seconds)
         out[f"rag index --rebuild, {label}"] = {
             "whole process (s)": stats(seconds), "passages/s": round(rate, 1),
             "ratio to bare passages alone": round(rate * statistics.median(bare) / n, 3),
             "ratio to bare passages and sentences": round(rate * statistics.median(bare_all) / n, 3),
-            "peak resident memory (MB)": max(peak for _, peak in runs[pooling]),
+            "peak resident memory (MB)": max(peak for _, peak in runs[label]),
         }
     return out
 

@@ -21,7 +21,8 @@ WORD_VECTORS = 10_000  # single words the policy's near-synonym check keeps embe
 
 def build_embedder(settings: Settings) -> Embedder:
     return Embedder(settings.embedding_model, settings.embedding_batch_size,
-                    onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
+                    onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime,
+                    index_precision=settings.index_precision)
 
 
 def build_stages(settings: Settings, embedder: Embedder | None = None, store: PassageStore | None = None,

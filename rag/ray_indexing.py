@@ -38,7 +38,8 @@ class RayEmbedder(Embedder):
 
     def __init__(self, settings: Settings):
         super().__init__(settings.embedding_model, settings.embedding_batch_size,
-                         onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime)
+                         onnx_cache=settings.index_dir / "onnx", runtime=settings.embedding_runtime,
+                         index_precision=settings.index_precision)
         self.actors, self.actor_cpus, self.rows_per_task = settings.ray_actors, settings.ray_actor_cpus, settings.ray_batch_size
 
     def encode_passages(self, texts: list[str], units: list[Units], progress: bool = False,
@@ -52,7 +53,7 @@ class RayEmbedder(Embedder):
         embedded = ray.data.from_items(rows).map_batches(
             _EmbedPassages,
             fn_constructor_kwargs={"model": self.model_name, "batch_size": self.batch_size, "onnx_cache": self.onnx_cache,
-                                   "runtime": self.runtime, "pooled": pooled},
+                                   "runtime": self.runtime, "index_precision": self.index_precision, "pooled": pooled},
             batch_size=self.rows_per_task,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
             num_cpus=self.actor_cpus,  # Ray Data restarts a dead actor and retries its batch (max_restarts=-1 by default)
@@ -71,8 +72,8 @@ class RayEmbedder(Embedder):
 class _EmbedPassages:
     """A Ray actor: one embedding model, loaded once, embedding batches of passages with their units."""
 
-    def __init__(self, model: str, batch_size: int, onnx_cache, runtime: str, pooled: bool):
-        self.embedder = Embedder(model, batch_size, onnx_cache=onnx_cache, runtime=runtime)
+    def __init__(self, model: str, batch_size: int, onnx_cache, runtime: str, index_precision: str, pooled: bool):
+        self.embedder = Embedder(model, batch_size, onnx_cache=onnx_cache, runtime=runtime, index_precision=index_precision)
         self.pooled = pooled
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.embedding import NO_UNITS, Embedder, Units, resolve_model_path
+from rag import embedding
+from rag.embedding import NO_UNITS, Bfloat16Encoder, Embedder, OnnxEncoder, Units, computes_bfloat16, resolve_model_path
 from rag.errors import RagError
 from rag.onnx_export import ONNX_TOLERANCE, OnnxExporter, export_for
 from rag.settings import DEFAULT_EMBEDDING_MODEL
@@ -132,9 +133,17 @@ def onnx_embedder(embedder, tmp_path_factory):
     """An embedder on ONNX Runtime: the session's model exported, as `rag index` does."""
     cache = tmp_path_factory.mktemp("onnx")
     assert OnnxExporter(embedder.model, DEFAULT_EMBEDDING_MODEL, cache).export([LOAN, PASSAGE])
-    onnx = Embedder(onnx_cache=cache)
+    onnx = Embedder(onnx_cache=cache, index_precision="fp32")
     assert onnx.runtime_in_use == "onnx"
     return onnx
+
+
+@pytest.fixture(scope="module")
+def bfloat16_embedder(onnx_embedder):
+    """The same export, indexing as `rag index` does by default: in bfloat16 where the CPU computes it."""
+    if not computes_bfloat16():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX): indexing stays on ONNX fp32 here")
+    return Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
 
 
 @pytest.mark.integration
@@ -147,6 +156,32 @@ def test_the_query_side_gives_the_vectors_the_index_side_stored(onnx_embedder, e
     queries = np.concatenate([onnx_embedder.encode_queries([t]) for t in texts])
     assert (queries * onnx_index).sum(axis=1).min() >= 0.99999
     assert (queries * torch_index).sum(axis=1).min() >= 0.9999
+
+
+@pytest.mark.integration
+def test_indexing_in_bfloat16_stores_the_vectors_fp32_queries_find(bfloat16_embedder, onnx_embedder):
+    """Where the CPU computes bfloat16, passages and units are embedded in it (checked first against
+    the fp32 export); each vector stays within cosine 0.9999 of what a query embeds in fp32."""
+    texts = [PASSAGE, LOAN, "Minsk", UNRELATED * 6]
+    units = [spans_of(PASSAGE, SENTENCES), NO_UNITS, NO_UNITS, NO_UNITS]
+    passages, unit_vectors = bfloat16_embedder.encode_passages(texts, units)
+    assert isinstance(bfloat16_embedder.index_encoder(texts), Bfloat16Encoder)
+    queries = np.concatenate([onnx_embedder.encode_queries([t]) for t in texts])
+    standalone = onnx_embedder.encode_queries([f"Belarus and Russia\n{s}" for s in SENTENCES])
+    assert 0.9999 <= (queries * passages).sum(axis=1).min() < 1.0 - 1e-7  # close, and not the fp32 vectors
+    assert (standalone * unit_vectors).sum(axis=1).min() >= 0.9999
+    loan_question = onnx_embedder.encode_queries(["How much money will Russia lend to Belarus?"])[0]
+    assert int(np.argmax(unit_vectors @ loan_question)) == 0
+
+
+@pytest.mark.integration
+def test_indexing_stays_fp32_when_asked_or_when_bfloat16_vectors_drift(bfloat16_embedder, onnx_embedder, monkeypatch):
+    assert isinstance(onnx_embedder.index_encoder([LOAN]), OnnxEncoder)  # RAG_INDEX_PRECISION=fp32
+    monkeypatch.setattr(embedding, "BFLOAT16_TOLERANCE", 0.0)  # any difference is too much
+    strict = Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
+    assert isinstance(strict.index_encoder([LOAN, PASSAGE]), OnnxEncoder)
+    vectors, _ = strict.encode_passages([LOAN], [NO_UNITS])
+    np.testing.assert_allclose(vectors, onnx_embedder.encode_queries([LOAN]), atol=1e-6)
 
 
 @pytest.mark.integration
