@@ -34,8 +34,8 @@ class Settings(BaseSettings):
         "auto", description="auto: ONNX Runtime for queries once `rag index` has exported and checked the model"
     )
     index_precision: Literal["auto", "fp32"] = Field(
-        "auto", description="auto: where the CPU computes bfloat16 natively (AVX512-BF16, AMX), `rag index` embeds in "
-        "bfloat16 on torch once its vectors are checked against the fp32 export's (cosine distance <= 1e-3); queries stay fp32")
+        "auto", description="auto: where the CPU computes bfloat16 natively (AVX512-BF16, AMX), a build of 300 passages or more embeds "
+        "in bfloat16 on torch once its vectors are checked against the fp32 export's (cosine distance <= 1e-3); queries stay fp32")
     embed_title: bool = Field(True, description="prefix each chunk with its title when embedding")
     sentence_vectors: bool = Field(True, description="also embed each sentence; a chunk scores by its best match")
     sentence_pooling: bool = Field(

@@ -138,11 +138,13 @@ def onnx_embedder(embedder, tmp_path_factory):
     return onnx
 
 
-@pytest.fixture(scope="module")
-def bfloat16_embedder(onnx_embedder):
-    """The same export, indexing as `rag index` does by default: in bfloat16 where the CPU computes it."""
+@pytest.fixture
+def bfloat16_embedder(onnx_embedder, monkeypatch):
+    """The same export, indexing as `rag index` does by default: in bfloat16 where the CPU computes it
+    (for a build of any size here: by default, of 300 passages or more)."""
     if not computes_bfloat16():
         pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX): indexing stays on ONNX fp32 here")
+    monkeypatch.setattr(embedding, "BFLOAT16_MIN_PASSAGES", 1)
     return Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
 
 
@@ -177,6 +179,11 @@ def test_indexing_in_bfloat16_stores_the_vectors_fp32_queries_find(bfloat16_embe
 @pytest.mark.integration
 def test_indexing_stays_fp32_when_asked_or_when_bfloat16_vectors_drift(bfloat16_embedder, onnx_embedder, monkeypatch):
     assert isinstance(onnx_embedder.index_encoder([LOAN]), OnnxEncoder)  # RAG_INDEX_PRECISION=fp32
+    small_build = Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
+    monkeypatch.setattr(embedding, "BFLOAT16_MIN_PASSAGES", 3)
+    assert isinstance(small_build.index_encoder([LOAN, PASSAGE]), OnnxEncoder)  # too few passages to pay for torch
+    assert "model" not in small_build.__dict__  # nor was torch's model loaded
+    monkeypatch.setattr(embedding, "BFLOAT16_MIN_PASSAGES", 1)
     monkeypatch.setattr(embedding, "BFLOAT16_TOLERANCE", 0.0)  # any difference is too much
     strict = Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
     assert isinstance(strict.index_encoder([LOAN, PASSAGE]), OnnxEncoder)
