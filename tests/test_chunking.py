@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import SPECIAL_TOKENS, Chunker, ChunkerConfig, sentence_spans
+from rag import chunking
+from rag.chunking import SPECIAL_TOKENS, Chunker, ChunkerConfig, passage_units, sentence_spans
 from rag.ingest import load_documents
 from rag.records import Block, Document
 
@@ -185,8 +186,9 @@ def test_sentence_spans_from_many_threads_match_a_single_thread(seed_documents):
     """The UI answers several questions at once, each splitting passages into sentences: a thread
     must not get sentences lost or moved by another thread's text (which made the refusal check
     miss the loan sentence and refuse under load)."""
-    texts = [p for d in seed_documents for p in d.text.split("\n\n") if p.strip()]
-    expected = [sentence_spans(t) for t in texts]
+    texts = [p for d in seed_documents for p in d.text.split("\n\n") if p.strip() and "\n" not in p]
+    split_afresh = chunking._sentences.__wrapped__  # past the cache, or only the first split would race
+    expected = [split_afresh(t) for t in texts]
     wrong: list[str] = []
     start = threading.Barrier(8)
 
@@ -194,7 +196,7 @@ def test_sentence_spans_from_many_threads_match_a_single_thread(seed_documents):
         start.wait()
         for _ in range(3):
             for i in range(n, n + len(texts)):  # each thread in its own order
-                if sentence_spans(texts[i % len(texts)]) != expected[i % len(texts)]:
+                if split_afresh(texts[i % len(texts)]) != expected[i % len(texts)]:
                     wrong.append(texts[i % len(texts)][:40])
 
     interval = sys.getswitchinterval()
@@ -208,6 +210,25 @@ def test_sentence_spans_from_many_threads_match_a_single_thread(seed_documents):
     finally:
         sys.setswitchinterval(interval)
     assert not wrong, f"{len(wrong)} of {8 * 3 * len(texts)} splits differed from a single thread's, e.g. {wrong[:3]}"
+
+
+@pytest.mark.integration
+def test_an_index_build_splits_each_paragraph_into_sentences_once(embedder, seed_documents, monkeypatch):
+    """pysbd was a fifth of an index build: the chunker splits every block, and taking each
+    passage's answer units afterwards must reuse those splits, not run pysbd on them again."""
+    chunking._sentences.cache_clear()
+    chunking._units.cache_clear()
+    segmented: list[str] = []
+    segmenter = chunking._segmenter()
+    original = segmenter.segment
+    monkeypatch.setattr(segmenter, "segment", lambda text: segmented.append(text) or original(text))
+    chunks = [c for d in seed_documents for c in Chunker(embedder.tokenizer, ChunkerConfig()).chunk(d)]
+    split_by_chunker = len(segmented)
+    units = [passage_units(c) for c in chunks]
+    assert split_by_chunker > 50 and sum(map(len, units)) > split_by_chunker
+    # split again: only a passage's first paragraph when the passage starts inside a block
+    assert len(segmented) - split_by_chunker < len(chunks)
+    assert len(set(segmented)) == len(segmented), "a paragraph went through pysbd twice"
 
 
 @pytest.mark.integration
