@@ -51,6 +51,16 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def transformer_folder(model_path: str) -> Path | None:
+    """Where a local sentence-transformers model keeps its transformer (its modules.json says), or None."""
+    try:
+        modules = json.loads((Path(model_path) / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    paths = [m.get("path", "") for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith(".Transformer")]
+    return Path(model_path) / paths[0] if paths and (Path(model_path) / paths[0] / "config.json").is_file() else None
+
+
 def onnx_folder(cache_dir: Path, model_name: str) -> Path:
     return cache_dir / re.sub(r"[^\w.-]", "_", model_name)
 
@@ -328,7 +338,7 @@ class Embedder:
         if self.onnx is None or self.index_precision != "auto" or not samples or not computes_bfloat16():
             return self.onnx
         try:
-            fast = Bfloat16Encoder(self.model[0].auto_model, self.onnx.tokenizer, self.onnx.pad_id)
+            fast = Bfloat16Encoder(self._transformer(), self.onnx.tokenizer, self.onnx.pad_id)
             distance = float(np.max(1.0 - np.sum(fast.encode(samples) * self.onnx.encode(samples), axis=1)))
         except Exception as exc:  # noqa: BLE001 - bfloat16 is an optimisation; fp32 on ONNX always works
             log.warning("bfloat16 indexing unavailable (%s); indexing in fp32", exc)
@@ -337,6 +347,18 @@ class Embedder:
             log.warning("bfloat16 vectors differ by cosine distance %.2g > %g; indexing in fp32", distance, BFLOAT16_TOLERANCE)
             return self.onnx
         return fast
+
+    def _transformer(self):
+        """The model's transformer alone, for bfloat16: from its folder without importing
+        sentence-transformers (seconds of a rebuild's start-up), or from the loaded model."""
+        folder = None if "model" in self.__dict__ else transformer_folder(resolve_model_path(self.model_name))
+        if folder is None:
+            return self.model[0].auto_model
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        return AutoModel.from_pretrained(folder)
 
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rag import embedding
-from rag.embedding import NO_UNITS, Bfloat16Encoder, Embedder, OnnxEncoder, Units, computes_bfloat16, resolve_model_path
+from rag.embedding import (NO_UNITS, Bfloat16Encoder, Embedder, OnnxEncoder, Units, computes_bfloat16, resolve_model_path,
+                           transformer_folder)
 from rag.errors import RagError
 from rag.onnx_export import ONNX_TOLERANCE, OnnxExporter, export_for
 from rag.settings import DEFAULT_EMBEDDING_MODEL
@@ -157,6 +158,20 @@ def test_bfloat16_is_taken_for_native_exactly_where_the_cpu_says_so():
     assert computes_bfloat16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def test_the_transformer_is_found_where_a_models_modules_json_puts_it(tmp_path):
+    packaged = Path(resolve_model_path(DEFAULT_EMBEDDING_MODEL))
+    assert transformer_folder(str(packaged)) == packaged and (packaged / "config.json").is_file()
+    nested = tmp_path / "model"
+    (nested / "0_Transformer").mkdir(parents=True)
+    (nested / "0_Transformer" / "config.json").write_text("{}")
+    (nested / "modules.json").write_text('[{"idx": 0, "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},'
+                                         ' {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    assert transformer_folder(str(nested)) == nested / "0_Transformer"
+    assert transformer_folder("sentence-transformers/all-MiniLM-L6-v2") is None  # a hub name: loaded through sentence-transformers
+    (nested / "modules.json").write_text("not json")
+    assert transformer_folder(str(nested)) is None
+
+
 @pytest.mark.integration
 def test_the_query_side_gives_the_vectors_the_index_side_stored(onnx_embedder, embedder):
     """A text embedded alone as a query, and in a length-sorted batch of others at index time, on ONNX
@@ -177,6 +192,7 @@ def test_indexing_in_bfloat16_stores_the_vectors_fp32_queries_find(bfloat16_embe
     units = [spans_of(PASSAGE, SENTENCES), NO_UNITS, NO_UNITS, NO_UNITS]
     passages, unit_vectors = bfloat16_embedder.encode_passages(texts, units)
     assert isinstance(bfloat16_embedder.index_encoder(texts), Bfloat16Encoder)
+    assert "model" not in bfloat16_embedder.__dict__  # the transformer alone was loaded, not sentence-transformers
     queries = np.concatenate([onnx_embedder.encode_queries([t]) for t in texts])
     standalone = onnx_embedder.encode_queries([f"Belarus and Russia\n{s}" for s in SENTENCES])
     assert 0.9999 <= (queries * passages).sum(axis=1).min() < 1.0 - 1e-7  # close, and not the fp32 vectors
