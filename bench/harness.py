@@ -158,12 +158,16 @@ def index_figures(model, docs: Path, index: Path) -> dict:
     variants = {"sentences embedded alone (default)": {},
                 "sentences embedded alone, RAG_INDEX_PRECISION=fp32": {"RAG_INDEX_PRECISION": "fp32"},
                 "sentences pooled (RAG_SENTENCE_POOLING)": {"RAG_SENTENCE_POOLING": "true"}}
-    runs = {label: [run_measured(command, env) for _ in range(INDEX_RUNS)] for label, env in variants.items()}
     store = IndexStore.load(index)
     texts = [embedding_text(c, True) for c in store.chunks]
     sentences = sentence_unit_texts(store, True)
-    bare = [s / 1000 for s in timed(lambda: model.encode(texts, batch_size=32, normalize_embeddings=True), INDEX_RUNS)]
-    bare_all = [s / 1000 for s in timed(lambda: model.encode(texts + sentences, batch_size=32, normalize_embeddings=True), INDEX_RUNS)]
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in variants}
+    bare, bare_all = [], []
+    for _ in range(INDEX_RUNS):  # interleaved: a slow spell of the machine falls on every row alike
+        for label, env in variants.items():
+            runs[label].append(run_measured(command, env))
+        bare += [s / 1000 for s in timed(lambda: model.encode(texts, batch_size=32, normalize_embeddings=True), 1)]
+        bare_all += [s / 1000 for s in timed(lambda: model.encode(texts + sentences, batch_size=32, normalize_embeddings=True), 1)]
     n = len(texts)
     out = {"passages": n, "sentence vectors stored": len(store.sentence_owner),
            "first build, ONNX export included (s)": round(first_s, 2),
@@ -234,7 +238,7 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     from rag.chunking import Chunker, ChunkerConfig
     from rag.embedding import Embedder
     from rag.index_writer import Vectors, library_versions, write_version
-    from rag.indexing import build_index, choose_index_type
+    from rag.indexing import build_index, choose_index_type, chunker_recipe
     from rag.ingest import load_documents
     from rag.settings import Settings
     from rag.store import Manifest
@@ -251,8 +255,7 @@ def incremental_at_scale(tmp: Path, seeds: Path, n: int = 100_000) -> dict:
     vectors = rng.standard_normal((len(chunks), embedder.dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index_type = choose_index_type(settings, len(chunks))
-    manifest = Manifest(settings.embedding_model, embedder.dimension,
-                        {**config.__dict__, "signature": config.signature(), "embed_title": settings.embed_title},
+    manifest = Manifest(settings.embedding_model, embedder.dimension, chunker_recipe(settings, config),
                         {d.doc_id: d.content_hash for d in docs}, index_type, len(chunks), "bench", library_versions(),
                         "v-bench-0", sentence_vectors=False, file_stats=loaded.file_stats)
     empty = np.zeros((0, embedder.dimension), np.float32)

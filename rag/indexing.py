@@ -122,8 +122,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     n_chunks = len(kept_rows) + len(new_chunks)
     recipe = {  # what the manifest records of the collection and the settings, embedding aside
         "embedding_model": settings.embedding_model,
-        "chunker": asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title,
-                                     "reader": READER_VERSION, "keywords": KEYWORD_ANALYSIS} | _sentence_method(settings),
+        "chunker": chunker_recipe(settings, config),
         "documents": {doc_id: hashes[doc_id] for doc_id in [*kept, *(d.doc_id for d in fresh)]},
         "index_type": choose_index_type(settings, n_chunks),
         "sentence_vectors": settings.sentence_vectors,
@@ -234,6 +233,13 @@ def _term_counts(previous: IndexStore | None, kept_rows: np.ndarray, new_chunks:
     if old is None:
         return None
     return (old if appending else old.rows(kept_rows)).extended([bm25_text(c) for c in new_chunks])
+
+
+def chunker_recipe(settings: Settings, config: ChunkerConfig) -> dict:
+    """What the manifest records of how passages were made: a later build reuses the files and
+    passages of an index whose recipe matches (`_unchanged_files`, `_reusable`)."""
+    return asdict(config) | {"signature": config.signature(), "embed_title": settings.embed_title,
+                             "reader": READER_VERSION, "keywords": KEYWORD_ANALYSIS} | _sentence_method(settings)
 
 
 def _sentence_method(settings: Settings) -> dict[str, str]:
