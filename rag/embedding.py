@@ -197,13 +197,12 @@ class Bfloat16Encoder(TokenEncoder):
     Runtime in fp32, with vectors at cosine 0.9999 to the fp32 ones (checked before use, `Embedder.index_encoder`)."""
 
     def __init__(self, transformer, tokenizer, pad_id: int):
-        import copy
-
+        """`transformer`: a model of its own, turned into bfloat16 in place."""
         import torch
 
         super().__init__(tokenizer, pad_id)
         torch.set_num_threads(available_cores())
-        self.model = copy.deepcopy(transformer).to(torch.bfloat16).eval()  # the fp32 model stays as it was
+        self.model = transformer.to(torch.bfloat16).eval()
 
     def _run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         import torch
@@ -338,7 +337,7 @@ class Embedder:
         if self.onnx is None or self.index_precision != "auto" or not samples or not computes_bfloat16():
             return self.onnx
         try:
-            fast = Bfloat16Encoder(self._transformer(), self.onnx.tokenizer, self.onnx.pad_id)
+            fast = Bfloat16Encoder(self._own_transformer(), self.onnx.tokenizer, self.onnx.pad_id)
             distance = float(np.max(1.0 - np.sum(fast.encode(samples) * self.onnx.encode(samples), axis=1)))
         except Exception as exc:  # noqa: BLE001 - bfloat16 is an optimisation; fp32 on ONNX always works
             log.warning("bfloat16 indexing unavailable (%s); indexing in fp32", exc)
@@ -348,12 +347,15 @@ class Embedder:
             return self.onnx
         return fast
 
-    def _transformer(self):
-        """The model's transformer alone, for bfloat16: from its folder without importing
-        sentence-transformers (seconds of a rebuild's start-up), or from the loaded model."""
+    def _own_transformer(self):
+        """A copy of the model's transformer for bfloat16 to convert: loaded alone from its folder,
+        without importing sentence-transformers (seconds of a rebuild's start-up), or copied from the
+        loaded model, which stays fp32 for the rest of the process."""
         folder = None if "model" in self.__dict__ else transformer_folder(resolve_model_path(self.model_name))
         if folder is None:
-            return self.model[0].auto_model
+            import copy
+
+            return copy.deepcopy(self.model[0].auto_model)
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 

@@ -202,6 +202,22 @@ def test_indexing_in_bfloat16_stores_the_vectors_fp32_queries_find(bfloat16_embe
 
 
 @pytest.mark.integration
+def test_bfloat16_leaves_a_loaded_sentence_transformers_model_in_fp32(onnx_embedder, monkeypatch):
+    """A first build loads sentence-transformers to export the model; bfloat16 then converts a copy
+    of its transformer, and the model the process goes on using stays fp32."""
+    import torch
+
+    monkeypatch.setattr(embedding, "computes_bfloat16", lambda: True)
+    monkeypatch.setattr(embedding, "BFLOAT16_MIN_PASSAGES", 1)
+    first_build = Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
+    shared = first_build.model[0].auto_model
+    encoder = first_build.index_encoder([LOAN, PASSAGE])
+    assert isinstance(encoder, Bfloat16Encoder) and encoder.model is not shared
+    assert {p.dtype for p in encoder.model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in shared.parameters()} == {torch.float32}
+
+
+@pytest.mark.integration
 def test_indexing_stays_fp32_when_asked_or_when_bfloat16_vectors_drift(bfloat16_embedder, onnx_embedder, monkeypatch):
     assert isinstance(onnx_embedder.index_encoder([LOAN]), OnnxEncoder)  # RAG_INDEX_PRECISION=fp32
     small_build = Embedder(onnx_cache=onnx_embedder.onnx_cache, index_precision="auto")
