@@ -36,8 +36,9 @@ BFLOAT16_TOLERANCE = 1e-3  # largest cosine distance allowed between bfloat16 an
 # passages the bfloat16 vectors are checked on before a build uses them: 8 cost 0.3 s, 32 cost 1.7 s, and the
 # largest distance was about the same on the first 32, the longest 8 and the first 400 (6-8e-5)
 BFLOAT16_CHECK = 8
-# Loading torch and a bfloat16 copy of the model costs about 9 s, and bfloat16 saves about 35 ms a
-# passage with its units: a smaller build stays on ONNX fp32 (the seeds: 4 s instead of 13 s).
+# Loading torch and a bfloat16 copy of the model cost about 9 s when this mark was set (4 s since it
+# is loaded without sentence-transformers), and bfloat16 saves about 35 ms a passage with its units:
+# a smaller build stays on ONNX fp32 (the seeds: 4 s instead of 13 s).
 BFLOAT16_MIN_PASSAGES = 300
 
 
