@@ -328,19 +328,37 @@ class Embedder:
 
     def index_encoder(self, texts: list[str]) -> TokenEncoder | None:
         """What embeds a build's passages and units, chosen once: bfloat16 on torch for a build of
-        `BFLOAT16_MIN_PASSAGES` or more where the CPU computes it natively and its vectors match the
-        export's on the first passages, else the ONNX export (None: there is none, sentence-transformers embeds)."""
-        if len(texts) < BFLOAT16_MIN_PASSAGES and "_chosen_index_encoder" not in self.__dict__:
+        `BFLOAT16_MIN_PASSAGES` or more (of any size once `prepare_large_build` has loaded it) where the
+        CPU computes it natively and its vectors match the export's on the first passages, else the ONNX
+        export (None: there is none, sentence-transformers embeds)."""
+        if len(texts) < BFLOAT16_MIN_PASSAGES and not {"_chosen_index_encoder", "_ready_transformer"} & self.__dict__.keys():
             return self.onnx
         if "_chosen_index_encoder" not in self.__dict__:
             self.__dict__["_chosen_index_encoder"] = self._choose_index_encoder(texts[:BFLOAT16_CHECK])
         return self.__dict__["_chosen_index_encoder"]
 
+    @property
+    def prepares_large_builds(self) -> bool:
+        """A large build may use bfloat16, so loading it ahead (`prepare_large_build`) can pay."""
+        return self.index_precision == "auto" and self.onnx is not None
+
+    def prepare_large_build(self) -> None:
+        """Load the bfloat16 transformer now, while a worker still reads the build's files (`rag.prefetch`):
+        its loading then costs the build nothing, and `index_encoder` takes it whatever the build's size."""
+        if not self.prepares_large_builds or not computes_bfloat16():
+            return
+        try:
+            self.__dict__["_ready_transformer"] = self._own_transformer()
+        except Exception as exc:  # noqa: BLE001 - bfloat16 is an optimisation; fp32 on ONNX always works
+            log.warning("bfloat16 indexing unavailable (%s); indexing in fp32", exc)
+            self.__dict__["_chosen_index_encoder"] = self.onnx
+
     def _choose_index_encoder(self, samples: list[str]) -> TokenEncoder | None:
         if self.onnx is None or self.index_precision != "auto" or not samples or not computes_bfloat16():
             return self.onnx
         try:
-            fast = Bfloat16Encoder(self._own_transformer(), self.onnx.tokenizer, self.onnx.pad_id)
+            transformer = self.__dict__.pop("_ready_transformer", None) or self._own_transformer()
+            fast = Bfloat16Encoder(transformer, self.onnx.tokenizer, self.onnx.pad_id)
             distance = float(np.max(1.0 - np.sum(fast.encode(samples) * self.onnx.encode(samples), axis=1)))
         except Exception as exc:  # noqa: BLE001 - bfloat16 is an optimisation; fp32 on ONNX always works
             log.warning("bfloat16 indexing unavailable (%s); indexing in fp32", exc)

@@ -26,9 +26,10 @@ from rag.index_writer import (
     new_version_name,
     write_version,
 )
-from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, load_documents
+from rag.ingest import READER_VERSION, Reuse, Skipped, file_stat, files_to_read, load_documents
 from rag.keywords import KEYWORD_ANALYSIS, TermCounts, bm25_text
 from rag.onnx_export import export_for
+from rag.prefetch import LARGE_BUILD_CHARS, PREFETCH_MIN_BYTES, Prefetch
 from rag.records import Chunk, Document
 from rag.settings import Settings
 from rag.store import IndexStore, Manifest
@@ -92,7 +93,10 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     """One build under the lock: the previous version's unchanged articles kept, the rest embedded;
     nothing written when nothing changed."""
     store = store_recipe(settings)
-    loaded = load_documents(sources, _unchanged_files(previous))
+    reuse = _unchanged_files(previous)
+    config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
+    prefetch = _prefetch(embedder, sources, reuse, config)
+    loaded = load_documents(sources, reuse, prefetch.read if prefetch else None)
     if not loaded.documents and not loaded.unchanged:
         names = ", ".join(s.reason for s in loaded.skipped) or f"no .txt, .md, .html or .pdf files in {settings.seeds_dir}"
         raise RagError(f"nothing to index: {names}")
@@ -100,7 +104,6 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     read = {d.doc_id: d for d in loaded.documents}
     # hashed once: hashing 20,000 texts twice shows; unread files keep their recorded hash
     hashes = {doc_id: old_hashes[doc_id] for doc_id in loaded.unchanged} | {d.doc_id: d.content_hash for d in loaded.documents}
-    config = ChunkerConfig(settings.chunk_max_tokens, settings.chunk_overlap_tokens)
     report = IndexReport(skipped=loaded.skipped)
     reusable = _reusable(previous, settings, config, store)
 
@@ -114,7 +117,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
             (report.changed if doc_id in old_hashes else report.added).append(doc_id)
             fresh.append(read.get(doc_id) or previous.documents[doc_id])  # stored: its file was not read
     chunker = Chunker(embedder.tokenizer, config) if fresh else None  # an unchanged corpus needs no tokenizer
-    new_chunks = [c for doc in fresh for c in chunker.chunk(doc)]
+    new_chunks = [c for doc in fresh for c in _chunked(doc, chunker, prefetch)]
     kept_rows = np.fromiter((row for doc_id in kept for row in reusable[doc_id]), dtype=np.int64)
     if previous:
         report.removed = sorted(set(old_hashes) - set(hashes))
@@ -139,6 +142,20 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         plan = _Plan(recipe, read, kept, kept_rows, fresh, new_chunks)
         report.version = _write(settings, embedder, previous, plan, progress)
     return report
+
+
+def _prefetch(embedder: Embedder, sources: list[Path], reuse: Reuse | None, config: ChunkerConfig) -> Prefetch | None:
+    """The files read and chunked by a worker while the embedder prepares for a large build, when
+    there are enough of them to pay for the worker's start."""
+    to_read = files_to_read(sources, reuse)
+    if sum(to_read.values()) < PREFETCH_MIN_BYTES or not embedder.prepares_large_builds:
+        return None
+    return Prefetch(list(to_read), Chunker(embedder.tokenizer, config), embedder.prepare_large_build, LARGE_BUILD_CHARS)
+
+
+def _chunked(doc: Document, chunker: Chunker, prefetch: Prefetch | None) -> list[Chunk]:
+    made = prefetch.chunks(doc) if prefetch else None
+    return chunker.chunk(doc) if made is None else made
 
 
 def _same_as(previous: IndexStore, recipe: dict) -> bool:

@@ -76,15 +76,31 @@ def _supported_files(folder: Path) -> list[str]:
     ]
 
 
-def load_documents(paths: list[Path], reuse: Reuse | None = None) -> LoadResult:
-    """Read and clean every supported file; `reuse` spares re-reading files that have not changed."""
+def files_to_read(paths: list[Path], reuse: Reuse | None = None) -> dict[str, int]:
+    """The supported files `load_documents` would read (not those `reuse` spares), with their sizes."""
+    sizes = {}
+    for path in discover(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # load_documents reports it
+        if not (reuse and reuse(path, st)):
+            sizes[path] = st.st_size
+    return sizes
+
+
+def load_documents(paths: list[Path], reuse: Reuse | None = None,
+                   read: Callable[[Path], Document] | None = None) -> LoadResult:
+    """Read and clean every supported file; `reuse` spares re-reading files that have not changed;
+    `read` (by default `load_document`) makes one file's document."""
+    read = read or load_document
     result = LoadResult()
     seen: dict[str, str] = {}
     for path in discover(paths):
         try:
             st = os.stat(path)
             reused = reuse(path, st) if reuse else None
-            doc = None if reused else load_document(Path(path))
+            doc = None if reused else read(Path(path))
         except OSError as exc:
             result.skipped.append(Skipped(path, f"{path}: cannot be read ({exc.strerror})"))
             continue

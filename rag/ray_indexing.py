@@ -42,6 +42,10 @@ class RayEmbedder(Embedder):
                          index_precision=settings.index_precision)
         self.actors, self.actor_cpus, self.rows_per_task = settings.ray_actors, settings.ray_actor_cpus, settings.ray_batch_size
 
+    @property
+    def prepares_large_builds(self) -> bool:
+        return False  # its actors load their own models
+
     def encode_passages(self, texts: list[str], units: list[Units], progress: bool = False,
                         pooled: bool = False) -> tuple[np.ndarray, np.ndarray]:
         if not texts:
