@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def _build(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
     if previous is not None and not fresh and _same_as(previous, recipe) and not _moved(kept, read, previous):
         report.up_to_date, report.version = True, previous.manifest.version
     else:
-        plan = _Plan(recipe, read, kept, kept_rows, fresh, new_chunks)
+        plan = _Plan(recipe, read, kept, kept_rows, fresh, new_chunks, prefetch.units if prefetch else passage_units)
         report.version = _write(settings, embedder, previous, plan, progress)
     return report
 
@@ -173,6 +174,7 @@ class _Plan:
     kept_rows: np.ndarray  # the kept articles' passage rows in the previous version
     fresh: list[Document]
     new_chunks: list[Chunk]
+    units_of: Callable[[Chunk], list[tuple[int, int]]] = passage_units  # a passage's answer units
 
 
 def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, plan: _Plan, progress: bool) -> str:
@@ -187,7 +189,7 @@ def _write(settings: Settings, embedder: Embedder, previous: IndexStore | None, 
         and len(kept) == len(previous.manifest.documents)
         and not _moved(kept, plan.read, previous)
     )
-    vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress)
+    vectors = _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress, plan.units_of)
     manifest = _manifest(plan, embedder)
     terms = _term_counts(previous, kept_rows, new_chunks, appending)
     if appending:
@@ -203,7 +205,7 @@ def _write_qdrant(settings: Settings, embedder: Embedder, previous, plan: _Plan,
     """Only the new passages are embedded and sent: the kept ones stay in the collection."""
     from rag.qdrant_writer import write_qdrant_version
 
-    vectors = _vectors(embedder, settings, plan.new_chunks, np.zeros(0, np.int64), None, True, progress)
+    vectors = _vectors(embedder, settings, plan.new_chunks, np.zeros(0, np.int64), None, True, progress, plan.units_of)
     manifest = _manifest(plan, embedder)
     documents = [plan.read.get(doc_id) or previous.documents[doc_id] for doc_id in plan.kept] + plan.fresh
     write_qdrant_version(settings, manifest, documents, plan.kept, plan.new_chunks, vectors, previous, progress)
@@ -263,17 +265,17 @@ def _sentence_method(settings: Settings) -> dict[str, str]:
     return {"sentences": POOLED} if settings.sentence_vectors and settings.sentence_pooling else {}
 
 
-def unit_spans(chunk: Chunk, with_title: bool) -> Units:
+def unit_spans(chunk: Chunk, with_title: bool, units_of: Callable[[Chunk], list[tuple[int, int]]] = passage_units) -> Units:
     """The passage's answer units as character spans of `embedding_text`, after its heading line."""
     shift = len(embedding_text(chunk, with_title)) - len(chunk.text)
-    return Units(shift, [(a + shift, b + shift) for a, b in passage_units(chunk)])
+    return Units(shift, [(a + shift, b + shift) for a, b in units_of(chunk)])
 
 
-def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress) -> Vectors:
+def _vectors(embedder, settings, new_chunks, kept_rows, previous, appending, progress, units_of) -> Vectors:
     """Embed the new chunks (and their sentences), which follow the kept ones. Appending, only
     those are returned; otherwise the kept chunks' vectors come first, copied from the previous index."""
     texts = [embedding_text(c, settings.embed_title) for c in new_chunks]
-    units = [unit_spans(c, settings.embed_title) if settings.sentence_vectors else NO_UNITS for c in new_chunks]
+    units = [unit_spans(c, settings.embed_title, units_of) if settings.sentence_vectors else NO_UNITS for c in new_chunks]
     owners = np.repeat(np.arange(len(new_chunks), dtype=np.int64) + len(kept_rows), [len(u.spans) for u in units])
     passages, sentences = embedder.encode_passages(texts, units, progress, pooled=settings.sentence_pooling)
     new = Vectors(passages, sentences, owners)

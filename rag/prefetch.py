@@ -13,7 +13,7 @@ import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
-from rag.chunking import Chunker
+from rag.chunking import Chunker, passage_units
 from rag.errors import IngestError
 from rag.ingest import load_document
 from rag.records import Chunk, Document
@@ -24,24 +24,30 @@ PREFETCH_MIN_BYTES = 256_000  # fewer bytes to read are read here: starting a wo
 # Characters of text read so far from which the build is large enough for the embedder to prepare
 # for it: about 180 passages (350-770 characters of text per passage on the ten collections, 550 typically)
 LARGE_BUILD_CHARS = 100_000
+Spans = tuple[int, int]
 LARGE = "large"  # the worker's first message when it has read a large build's text
 
 
+Made = dict[str, tuple[Document | IngestError, list[Chunk], list[list[Spans]]]]  # by path: document, chunks, their units
+
+
 def _read_and_chunk(paths: list[str], chunker: Chunker, large_build: int, out) -> None:
-    """The worker: each file's document and chunks, or why it cannot be read, sent at the end in one
-    message (a message per file would stall the worker while this process is busy loading)."""
-    made: dict[str, tuple[Document | IngestError, list[Chunk] | None]] = {}
+    """The worker: each file's document, chunks and their answer units (split here, where the
+    chunker's sentence splits are cached), or why it cannot be read, sent at the end in one message
+    (a message per file would stall the worker while this process is busy loading)."""
+    made: Made = {}
     chars = 0
     for path in paths:
         try:
             doc = load_document(Path(path))
         except IngestError as exc:
-            made[path] = (exc, None)
+            made[path] = (exc, [], [])
             continue
         before, chars = chars, chars + len(doc.text)
         if before < large_build <= chars:
             out.send(LARGE)  # before chunking: one large file is worth preparing for at once
-        made[path] = (doc, chunker.chunk(doc))
+        chunks = chunker.chunk(doc)
+        made[path] = (doc, chunks, [passage_units(c) for c in chunks])
     out.send(made)
     out.close()
 
@@ -58,14 +64,15 @@ class Prefetch:
         self._worker.start()
         outbox.close()  # the worker's copy only: if it dies, reading the inbox ends instead of waiting
         self._on_large_build = on_large_build
-        self._made: dict[str, tuple[Document | IngestError, list[Chunk] | None]] | None = None
+        self._made: Made | None = None
+        self._units_by_chunk: dict[int, list[Spans]] = {}
 
     def read(self, path: Path) -> Document:
         """The worker's document of `path`, or its reason to skip it; a file the worker did not read, read here."""
         made = self._results().get(str(path))
         if made is None:
             return load_document(path)
-        doc, _ = made
+        doc = made[0]
         if isinstance(doc, IngestError):
             raise doc
         return doc
@@ -75,12 +82,18 @@ class Prefetch:
         made = self._results().get(doc.source_path or "")
         return made[1] if made is not None and made[0] is doc else None
 
-    def _results(self) -> dict[str, tuple[Document | IngestError, list[Chunk] | None]]:
+    def units(self, chunk: Chunk) -> list[Spans]:
+        """`passage_units` of a chunk: the worker's, for a chunk it made."""
+        made = self._units_by_chunk.get(id(chunk))
+        return made if made is not None else passage_units(chunk)
+
+    def _results(self) -> Made:
         if self._made is None:
             self._made = self._collect()
+            self._units_by_chunk = {id(c): u for _, chunks, units in self._made.values() for c, u in zip(chunks, units)}
         return self._made
 
-    def _collect(self) -> dict[str, tuple[Document | IngestError, list[Chunk] | None]]:
+    def _collect(self) -> Made:
         try:
             message = self._inbox.recv()
             if message == LARGE:

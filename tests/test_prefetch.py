@@ -63,6 +63,7 @@ def test_a_prefetched_build_writes_the_index_a_build_reading_here_writes(tmp_pat
     assert ahead_store.chunks == here_store.chunks
     cosines = (np.asarray(ahead_store.vectors) * np.asarray(here_store.vectors)).sum(axis=1)
     assert cosines.min() >= 0.999
+    assert np.array_equal(ahead_store.sentence_owner, here_store.sentence_owner)  # the worker's units: the same
     units = (np.asarray(ahead_store.sentence_vectors) * np.asarray(here_store.sentence_vectors)).sum(axis=1)
     assert len(units) > len(cosines) and units.min() >= 0.999
 
