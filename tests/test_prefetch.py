@@ -69,7 +69,7 @@ def test_a_prefetched_build_writes_the_index_a_build_reading_here_writes(tmp_pat
 
 
 def test_a_worker_that_dies_loses_no_document(seeds_copy, onnx_cache, caplog):
-    """Killed as soon as it reports a large build, the worker's files are read here instead, with a warning."""
+    """Killed as soon as it reports a large build, the worker's files are made here instead, with a warning."""
     paths = list(files_to_read([seeds_copy]))
     chunker = Chunker(Embedder(onnx_cache=onnx_cache).tokenizer, ChunkerConfig())
 
@@ -82,4 +82,5 @@ def test_a_worker_that_dies_loses_no_document(seeds_copy, onnx_cache, caplog):
         read = load_documents([seeds_copy], read=prefetch.read)
     assert "the process reading the files stopped" in caplog.text
     assert read.documents == load_documents([seeds_copy]).documents
-    assert all(prefetch.chunks(doc) is None for doc in read.documents)  # chunked by the build, here
+    for doc in read.documents:  # made here after the worker died, or left for the build to chunk
+        assert prefetch.chunks(doc) in (None, chunker.chunk(doc))
